@@ -1,0 +1,8 @@
+"""toybench: representation learning benchmarks on synthetic correlated causal data.
+
+Generators with known causal structure (``toybench.scm``, ``toybench.render``), baselines
+(``toybench.models``), scores (``toybench.metrics``) and the ``toybench`` command line
+(``toybench.cli``). See README.md and docs/architecture.md.
+"""
+
+__version__ = "0.1.0"
