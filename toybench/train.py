@@ -8,8 +8,24 @@ https://arxiv.org/abs/1412.6980).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+import io
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
+
+from toybench.errors import ToybenchError
+from toybench.io import atomic_write_bytes
+
+CHECKPOINT_FORMAT = 1
+NONFINITE_EXIT_CODE = 3
 KL_SCHEDULES = ("constant", "linear", "cyclic")
 PRECISIONS = ("bf16", "fp32")
 
@@ -87,8 +103,6 @@ class TrainConfig:
     supervised_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        from toybench.errors import ToybenchError
-
         if self.kl_schedule not in KL_SCHEDULES:
             raise ToybenchError(
                 f"train.kl_schedule={self.kl_schedule!r}; valid: {', '.join(KL_SCHEDULES)}"
@@ -138,3 +152,398 @@ def kl_weight_at(config: TrainConfig, step: int) -> float:
     if config.kl_warmup_steps == 0:
         return config.kl_weight
     return config.kl_weight * min(1.0, (t + 1) / config.kl_warmup_steps)
+
+
+class TrainingDiverged(ToybenchError):
+    """Raised after ``nan_patience`` consecutive non-finite steps; the CLI exits with code 3."""
+
+    exit_code = NONFINITE_EXIT_CODE
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: one dict of tensors / ints / floats / strings / lists, written atomically.
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file, e.g. ``<run>/ckpt/last.pt``; its folder is created.
+    state : dict
+        Only tensors, numbers, strings, lists/tuples and dicts, so that it loads with
+        ``torch.load(weights_only=True)``.
+
+    Returns
+    -------
+    Path
+        The written path. A crash mid-write leaves the previous file untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Raises
+    ------
+    ToybenchError
+        One line if the file is missing, unreadable, or not a toybench checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ToybenchError(f"no checkpoint at {path}; cannot resume (run without --resume)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ToybenchError(f"checkpoint {path} is unreadable: {reason[:200]}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint (format "
+                            f"{CHECKPOINT_FORMAT})")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# The loop.
+# --------------------------------------------------------------------------------------------
+
+HISTORY_COLUMNS = ("step", "loss", "recon", "kl", "kl_weight", "grad_norm", "nan_skipped",
+                   "seconds")
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) training run hands back.
+
+    Attributes
+    ----------
+    history : list of dict
+        One row per logged step with the keys of ``HISTORY_COLUMNS`` plus the model's scalar
+        ``extras``; ``seconds`` is wall time since the start of this process' training.
+    steps_done : int
+        Optimizer steps taken (including skipped non-finite steps).
+    nan_skipped : int
+        Steps whose update was skipped because the loss or gradient was not finite.
+    train_seconds : float
+        Wall time of the steps run in this call.
+    images_per_second : float
+        Training throughput of this call.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps_done: int = 0
+    nan_skipped: int = 0
+    train_seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the training batch at ``step``: epoch-wise permutations, drop-last.
+
+    Stateless: the permutation of epoch ``e`` comes from a ``torch.Generator`` seeded with
+    ``(seed, e)``, so resuming at any step needs no sampler state.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch_size,)`` int64 indices into ``[0, n)``.
+    """
+    batch_size = min(batch_size, n)
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen)  # (n,)
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+def _make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Fused CPU Adam: one kernel for all parameters; same update as the for-loop Adam up to
+    # floating-point summation order.
+    fused = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+    return torch.optim.Adam(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                            weight_decay=config.weight_decay, fused=fused or None)
+
+
+def _scalar(t: Any) -> float:
+    return float(t.detach().float()) if isinstance(t, torch.Tensor) else float(t)
+
+
+def train(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    config: TrainConfig,
+    *,
+    seed: int,
+    factors: np.ndarray | None = None,
+    ckpt_path: str | Path | None = None,
+    resume: bool = False,
+    tb_dir: str | Path | None = None,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``images`` with Adam under ``config``; deterministic given ``seed``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A toybench model: ``loss(x, step, *, factors, kl_weight, recon_weight) -> LossOutput``.
+    images : np.ndarray
+        ``(n, C, H, W)`` uint8 training images (converted to float in [0, 1] per batch).
+    config : TrainConfig
+        Steps, batch size, optimizer, schedule, guard, logging and precision.
+    seed : int
+        Seeds the batch order and the model's sampling noise (the global torch RNG is forked, so
+        the caller's RNG state is untouched).
+    factors : np.ndarray, optional
+        ``(n, K)`` int64 factors; with ``config.supervised_fraction > 0`` a seed-fixed subset of
+        rows is shown to the model (other rows are ``-1``).
+    ckpt_path : str or Path, optional
+        Checkpoint file written every ``checkpoint_every`` steps and at the end.
+    resume : bool
+        Continue from ``ckpt_path`` (must exist and match ``config`` and ``seed``).
+    tb_dir : str or Path, optional
+        TensorBoard log folder.
+    progress : bool, optional
+        tqdm progress bar; default: only when stderr is a terminal.
+    stop_after : int, optional
+        Stop (and checkpoint) after this step count, as if interrupted; for tests and time limits.
+    on_log : callable, optional
+        Called with each history row.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingDiverged
+        After ``config.nan_patience`` consecutive non-finite losses or gradients.
+    ToybenchError
+        If resuming from a missing, corrupt or mismatched checkpoint.
+    """
+    n = images.shape[0]
+    if n < 1:
+        raise ToybenchError("cannot train on an empty training set")
+    data_u8 = torch.from_numpy(np.ascontiguousarray(images))  # (n, C, H, W) uint8
+    labels = _supervision_labels(factors, config.supervised_fraction, seed)
+    channels_last = data_u8.ndim == 4
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(model, config)
+    # The reparameterization noise comes from this generator when the model accepts one (saved in
+    # every checkpoint); anything else drawing from torch's default RNG is covered by fork_rng.
+    noise_gen = torch.Generator().manual_seed(int(seed))
+    loss_kwargs = {"generator": noise_gen} if _accepts(model.loss, "generator") else {}
+    result = TrainResult()
+    nan_streak = 0
+    start = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if resume:
+            if ckpt_path is None:
+                raise ToybenchError("cannot resume: no checkpoint path given")
+            state = load_checkpoint(ckpt_path)
+            _check_resumable(state, config, seed, ckpt_path)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            noise_gen.set_state(state["noise_rng"])
+            start = int(state["step"])
+            result.nan_skipped = int(state["nan_skipped"])
+            nan_streak = int(state["nan_streak"])
+            result.history = [dict(zip(state["history_columns"], row, strict=True))
+                              for row in state["history_rows"]]
+        end = config.steps if stop_after is None else min(config.steps, stop_after)
+        writer = _open_writer(tb_dir, start)
+        fixed_batch = _to_float(data_u8[: min(64, n)], channels_last)
+        bar = _progress(progress, config.steps, start)
+        params = [p for p in model.parameters() if p.requires_grad]
+        t0 = time.perf_counter()
+        model.train()
+        for step in range(start, end):
+            idx = batch_indices(n, config.batch_size, step, seed)  # (B,)
+            x = _to_float(data_u8[idx], channels_last)  # (B, C, H, W) float32
+            kl_w = kl_weight_at(config, step)
+            with torch.autocast("cpu", dtype=torch.bfloat16,
+                                enabled=config.precision == "bf16"):
+                out = model.loss(x, step, factors=None if labels is None else labels[idx],
+                                 kl_weight=kl_w, recon_weight=config.recon_weight,
+                                 **loss_kwargs)
+            loss = out.total.float()
+            optimizer.zero_grad(set_to_none=True)
+            grad_norm = math.nan
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
+                grad_norm = _scalar(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                finite = math.isfinite(grad_norm)
+            if finite:
+                optimizer.step()
+                nan_streak = 0
+            else:
+                # Skip the update: a NaN/Inf loss or gradient would poison Adam's moments.
+                optimizer.zero_grad(set_to_none=True)
+                result.nan_skipped += 1
+                nan_streak += 1
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps or not finite:
+                row = {"step": done, "loss": _scalar(loss), "recon": _scalar(out.recon),
+                       "kl": _scalar(out.kl), "kl_weight": kl_w, "grad_norm": grad_norm,
+                       "nan_skipped": result.nan_skipped,
+                       "seconds": time.perf_counter() - t0}
+                row.update({k: _scalar(v) for k, v in sorted(out.extras.items())
+                            if isinstance(v, torch.Tensor) and v.numel() == 1})
+                result.history.append(row)
+                _log_scalars(writer, model, out, row)
+                if on_log is not None:
+                    on_log(row)
+            if writer is not None and (done % config.hist_every == 0 or done == config.steps):
+                _log_distributions(writer, model, fixed_batch, done)
+                model.train()
+            if nan_streak >= config.nan_patience:
+                if writer is not None:
+                    writer.close()
+                raise TrainingDiverged(
+                    f"training stopped at step {done}: {nan_streak} consecutive non-finite "
+                    f"losses/gradients (train.nan_patience={config.nan_patience}); try a lower "
+                    f"train.lr, train.grad_clip > 0 or train.precision=fp32"
+                )
+            if ckpt_path is not None and (done % config.checkpoint_every == 0 or done == end):
+                _save_state(ckpt_path, model, optimizer, noise_gen, config, seed, done,
+                            result, nan_streak)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{_scalar(loss):.4g}", refresh=False)
+        result.steps_done = max(end, start)
+        result.train_seconds = time.perf_counter() - t0
+        ran = max(end - start, 0)
+        result.images_per_second = (ran * min(config.batch_size, n) / result.train_seconds
+                                    if result.train_seconds > 0 else 0.0)
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    model.eval()
+    return result
+
+
+def _to_float(x_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = x_u8.to(torch.float32).div_(255.0)  # (B, C, H, W) in [0, 1]
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _supervision_labels(factors: np.ndarray | None, fraction: float,
+                        seed: int) -> torch.Tensor | None:
+    """Factors of a seed-fixed labelled subset; other rows ``-1``. ``None`` when unsupervised."""
+    if factors is None or fraction <= 0.0:
+        return None
+    n = factors.shape[0]
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    labelled = rng.permutation(n)[: int(round(fraction * n))]
+    out = np.full(factors.shape, -1, dtype=np.int64)  # (n, K)
+    out[labelled] = factors[labelled]
+    return torch.from_numpy(out)
+
+
+def _check_resumable(state: dict, config: TrainConfig, seed: int, path: str | Path) -> None:
+    saved = state.get("config")
+    if saved != _config_record(config) or state.get("seed") != seed:
+        raise ToybenchError(f"checkpoint {path} was written with a different train config or "
+                            f"seed; refusing to resume (use a fresh run directory)")
+    if int(state["step"]) > config.steps:
+        raise ToybenchError(f"checkpoint {path} is at step {state['step']} > train.steps")
+
+
+def _config_record(config: TrainConfig) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _save_state(path, model, optimizer, noise_gen, config, seed, step, result,
+                nan_streak) -> None:
+    rows = result.history
+    columns = list(rows[0].keys()) if rows else list(HISTORY_COLUMNS)
+    save_checkpoint(path, {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "seed": seed,
+        "config": _config_record(config),
+        "kl_weight": kl_weight_at(config, step),  # schedule state is a pure function of step
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "noise_rng": noise_gen.get_state(),
+        "nan_skipped": result.nan_skipped,
+        "nan_streak": nan_streak,
+        "history_columns": columns,
+        "history_rows": [[float(r.get(c, math.nan)) for c in columns] for r in rows],
+    })
+
+
+def _progress(progress: bool | None, total: int, initial: int):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", leave=False)
+
+
+def _open_writer(tb_dir: str | Path | None, start: int):
+    if tb_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events logged after the checkpoint by an interrupted run.
+    return SummaryWriter(log_dir=str(tb_dir), purge_step=start if start > 0 else None)
+
+
+def _log_scalars(writer, model, out, row: dict[str, float]) -> None:
+    if writer is None:
+        return
+    step = int(row["step"])
+    for key, value in row.items():
+        if key not in ("step", "seconds") and math.isfinite(value):
+            writer.add_scalar(f"train/{key}", value, step)
+    kl_units = out.kl_per_unit.detach().float()  # (n_codes,)
+    if not bool(torch.isfinite(kl_units).all()):
+        return
+    for i, value in enumerate(kl_units.tolist()):
+        writer.add_scalar(f"kl_unit/{i:03d}", value, step)
+    units = model.units() if hasattr(model, "units") else []
+    for group in units:
+        cols = list(group.columns)
+        writer.add_scalar(f"kl_{group.kind}/{group.name}", float(kl_units[cols].sum()), step)
+
+
+@torch.no_grad()
+def _log_distributions(writer, model, x: torch.Tensor, step: int) -> None:
+    """Histograms of μ and σ of every latent layer (including the last) and image grids."""
+    model.eval()
+    posteriors = model.posteriors(x) if hasattr(model, "posteriors") else {}
+    for name, (mu, sigma) in posteriors.items():
+        writer.add_histogram(f"posterior_mu/{name}", mu.float(), step)
+        writer.add_histogram(f"posterior_sigma/{name}", sigma.float(), step)
+    codes = model.encode(x).float()  # (B, n_codes)
+    writer.add_histogram("codes/all", codes, step)
+    from toybench.plots import reconstruction_tensor, traversal_tensor
+
+    writer.add_image("reconstructions", reconstruction_tensor(model, x[:16]), step)
+    writer.add_image("traversals", traversal_tensor(model, x[:1], codes), step)
