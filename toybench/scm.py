@@ -885,6 +885,6 @@ class Generator:
 
     def render(self, factors: np.ndarray) -> np.ndarray:
         """Images ``(n, C, H, W)`` uint8 of the factor rows ``(n, K)``."""
-        from toybench.render import RENDERERS
+        from toybench.render import render
 
-        return RENDERERS[self.renderer].fn(self.render_inputs(factors), self.size)
+        return render(self.renderer, self.render_inputs(factors), self.size)
