@@ -104,7 +104,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def check_keys(
-    table: Mapping[str, Any], where: str, *, required: Iterable[str] = (),
+    table: Mapping[str, Any],
+    where: str,
+    *,
+    required: Iterable[str] = (),
     optional: Iterable[str] = (),
 ) -> None:
     """Refuse unknown and missing keys, naming them and the allowed ones.
@@ -132,8 +135,13 @@ def check_keys(
             raise ToybenchError(f"{where}: missing required key {key!r}")
 
 
-def take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
-         default: Any = _MISSING) -> Any:
+def take(
+    table: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: str,
+    default: Any = _MISSING,
+) -> Any:
     """``table[key]`` checked against ``kind`` (int accepted for float; bool never a number).
 
     Raises ``ToybenchError`` naming the key and the expected type when missing (without a
@@ -157,8 +165,14 @@ def take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
-_TYPE_NAMES = {str: "a string", float: "a number", int: "an integer", bool: "true/false",
-               list: "an array", dict: "a table"}
+_TYPE_NAMES = {
+    str: "a string",
+    float: "a number",
+    int: "an integer",
+    bool: "true/false",
+    list: "an array",
+    dict: "a table",
+}
 
 
 def _type_name(value: Any) -> str:
@@ -187,11 +201,15 @@ def canonical_hash(obj: Any) -> str:
 # --------------------------------------------------------------------------------------------------
 # Generator specs
 # --------------------------------------------------------------------------------------------------
-TOP_KEYS = {"required": ("description", "renderer", "concepts"),
-            "optional": ("extends", "render", "mechanisms")}
+TOP_KEYS = {
+    "required": ("description", "renderer", "concepts"),
+    "optional": ("extends", "render", "mechanisms"),
+}
 RENDER_KEYS = ("size",)
-CONCEPT_KEYS = {"categorical": ("kind", "levels", "u", "doc"),
-                "ordinal": ("kind", "values", "linspace", "doc")}
+CONCEPT_KEYS = {
+    "categorical": ("kind", "levels", "u", "doc"),
+    "ordinal": ("kind", "values", "linspace", "doc"),
+}
 MECHANISM_KEYS = {
     "root": ("type", "probs"),
     "band": ("type", "parents", "weights", "bias", "sigma", "parent_u"),
@@ -316,8 +334,10 @@ def build_generator(name: str, spec: Mapping[str, Any], where: str) -> Generator
         )
 
     concept_tables = take(spec, "concepts", dict, where)
-    concepts = tuple(_concept(cname, table, f"{where} [concepts.{cname}]")
-                     for cname, table in concept_tables.items())
+    concepts = tuple(
+        _concept(cname, table, f"{where} [concepts.{cname}]")
+        for cname, table in concept_tables.items()
+    )
     _match_renderer(concepts, renderer, where)
     names = tuple(c.name for c in concepts)
 
@@ -332,14 +352,22 @@ def build_generator(name: str, spec: Mapping[str, Any], where: str) -> Generator
         scm = SCM(concepts, mechanisms)
     except ToybenchError as err:
         raise ToybenchError(f"{where}: {err}") from None
-    return Generator(name=name, description=description, scm=scm, renderer=renderer_name,
-                     size=size, spec_hash=canonical_hash(spec), source=where)
+    return Generator(
+        name=name,
+        description=description,
+        scm=scm,
+        renderer=renderer_name,
+        size=size,
+        spec_hash=canonical_hash(spec),
+        source=where,
+    )
 
 
 def _concept(name: str, table: Any, where: str) -> Concept:
     kind = take(table, "kind", str, where) if isinstance(table, Mapping) else None
-    check_keys(table, where, required=("kind", "doc"),
-               optional=CONCEPT_KEYS.get(kind, ("kind", "doc")))
+    check_keys(
+        table, where, required=("kind", "doc"), optional=CONCEPT_KEYS.get(kind, ("kind", "doc"))
+    )
     if kind not in KINDS:
         raise ToybenchError(f"{where}: kind {kind!r}; allowed: {', '.join(KINDS)}")
     doc = take(table, "doc", str, where).strip()
@@ -364,8 +392,11 @@ def _concept(name: str, table: Any, where: str) -> Concept:
             raise ToybenchError(f"{where}: 'values' is empty; give at least 2 levels")
     else:
         spec = take(table, "linspace", list, where)
-        if (len(spec) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                      for v in spec) or not float(spec[2]).is_integer()):
+        if (
+            len(spec) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)
+            or not float(spec[2]).is_integer()
+        ):
             raise ToybenchError(f"{where}: 'linspace' must be [start, stop, number of levels]")
         values = np.linspace(float(spec[0]), float(spec[1]), int(spec[2]))
     return _wrap(where, Concept.ordinal, name, values, doc)
@@ -383,8 +414,12 @@ def _mechanism(table: Any, names: tuple[str, ...], where: str):
     kind = take(table, "type", str, where) if isinstance(table, Mapping) else None
     if kind not in MECHANISM_KEYS:
         raise ToybenchError(f"{where}: type {kind!r}; allowed: {', '.join(MECHANISM_KEYS)}")
-    check_keys(table, where, required=("type",) + (("parents",) if kind != "root" else ()),
-               optional=MECHANISM_KEYS[kind])
+    check_keys(
+        table,
+        where,
+        required=("type",) + (("parents",) if kind != "root" else ()),
+        optional=MECHANISM_KEYS[kind],
+    )
     if kind == "root":
         probs = _numbers(table, "probs", where, default=None)
         return Root(probs=probs)
@@ -453,12 +488,14 @@ def _match_renderer(concepts: tuple[Concept, ...], renderer, where: str) -> None
             raise ToybenchError(f"{cwhere}: renderer {renderer.name!r} takes it as 'ordinal'")
         if cats is not None and (concept.kind != "categorical" or concept.labels != tuple(cats)):
             raise ToybenchError(
-                f"{cwhere}: renderer {renderer.name!r} needs kind = \"categorical\" with levels "
+                f'{cwhere}: renderer {renderer.name!r} needs kind = "categorical" with levels '
                 f"{list(cats)} in this order"
             )
 
 
 def generator_summaries() -> list[tuple[str, str]]:
     """``(name, first line of the description)`` of every shipped generator (for ``list``)."""
-    return [(name, read_generator_spec(name)[2]["description"].strip().splitlines()[0])
-            for name in generator_names()]
+    return [
+        (name, read_generator_spec(name)[2]["description"].strip().splitlines()[0])
+        for name in generator_names()
+    ]

@@ -1,0 +1,447 @@
+"""Data sets drawn from a generator: splits, interventional sets, an on-disk cache, a torch adapter.
+
+A ``Dataset`` holds rendered images, the factor levels that produced them, the DAG, σ and the data
+card (realized Pearson ρ, Spearman ρ and mutual information of every edge and concept pair, as
+reported by Träuble et al. 2021, https://arxiv.org/abs/2006.07886, for their correlated data).
+
+Splits: ``train`` and ``test`` are drawn at the requested σ, ``test_decorrelated`` at σ = ∞ (every
+factor independent; see ``toybench.scm``). Each split draws from its own random stream, derived
+deterministically from the seed with ``np.random.SeedSequence([seed, tag])``, so the same seed gives
+the same data and the splits never share noise. Interventional sets apply ``do()`` on the SCM.
+
+The cache lives under ``$TOYBENCH_DATA_ROOT`` (default ``$XDG_CACHE_HOME/toybench`` or
+``~/.cache/toybench``; ``%LOCALAPPDATA%\\toybench`` on Windows), one ``.npz`` per data set, keyed by
+the generator's spec hash, the image size, the toybench version and the arguments. Files are written
+atomically and carry a sha256 of their arrays; a file that fails to load or to match is regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toybench import __version__
+from toybench.errors import ToybenchError
+from toybench.io import atomic_save_npz, atomic_write_bytes
+from toybench.scm import DAG, SCM, Generator, Root, corr_label, data_card, parse_corr
+from toybench.specs import load_generator
+
+SPLITS = ("train", "test", "test_decorrelated")
+_SEED_TAGS = {"train": 0, "test": 1, "test_decorrelated": 2, "interventional": 3}
+_CACHE_FORMAT = 1
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images with their ground truth.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        ``(n, C, H, W)`` uint8.
+    factors : np.ndarray
+        ``(n, K)`` int64 level indices, columns in concept order.
+    concepts : tuple of str
+        Concept names (column names of ``factors``).
+    generator : str
+        Generator name.
+    corr : float
+        σ the data was drawn at (``inf`` for independent factors).
+    seed : int
+    split : str
+        ``train``, ``test``, ``test_decorrelated`` or ``interventional``.
+    card : dict
+        The data card (JSON-serializable), see ``toybench.scm.data_card``.
+    dag : DAG
+        The generator's causal graph.
+    """
+
+    images: np.ndarray
+    factors: np.ndarray
+    concepts: tuple[str, ...]
+    generator: str
+    corr: float
+    seed: int
+    split: str
+    card: dict
+    dag: DAG | None = None
+
+    def __len__(self) -> int:
+        return len(self.factors)
+
+
+def _resolve(generator: Generator | str | os.PathLike) -> Generator:
+    return generator if isinstance(generator, Generator) else load_generator(generator)
+
+
+def _check_int(value: Any, what: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ToybenchError(f"{what} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """The random stream of one split: ``SeedSequence([seed, tag])`` with a fixed tag per split."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _SEED_TAGS[split]]))
+
+
+def make_split(
+    generator: Generator | str,
+    split: str,
+    *,
+    corr: float | str,
+    n: int,
+    seed: int,
+    cache: bool = True,
+) -> Dataset:
+    """Draw (or load from the cache) one split of a generator.
+
+    Parameters
+    ----------
+    generator : Generator or str
+        A generator, a shipped name or a path to a spec.
+    split : {"train", "test", "test_decorrelated"}
+        ``test_decorrelated`` ignores ``corr`` and uses σ = ∞.
+    corr : float or str
+        σ > 0 or ``inf``.
+    n : int
+        Number of samples, > 0.
+    seed : int
+        ≥ 0; each split derives its own stream from it.
+    cache : bool
+        Read/write the on-disk cache (see the module docstring).
+
+    Returns
+    -------
+    Dataset
+    """
+    if split not in SPLITS:
+        raise ToybenchError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    return _make(_resolve(generator), split, parse_corr(corr), n, seed, {}, cache)
+
+
+def make_interventional(
+    generator: Generator | str,
+    do: Mapping[str, int],
+    *,
+    corr: float | str,
+    n: int,
+    seed: int,
+    cache: bool = True,
+) -> Dataset:
+    """Draw a data set under the hard intervention ``do`` (concept name → level index).
+
+    The intervened concepts are constant, their incoming edges cut; the data card describes the
+    intervened model.
+    """
+    gen = _resolve(generator)
+    if not do:
+        raise ToybenchError("do must name at least one concept")
+    checked = {}
+    for name, level in do.items():
+        size = gen.scm.concept(name).n_levels
+        checked[name] = _check_int(level, f"do({name}=...)", minimum=0)
+        if checked[name] >= size:
+            raise ToybenchError(f"do({name}=...): level must be in 0..{size - 1}, got {level}")
+    return _make(gen, "interventional", parse_corr(corr), n, seed, checked, cache)
+
+
+def _make(
+    gen: Generator, split: str, corr: float, n: Any, seed: Any, do: dict[str, int], cache: bool
+) -> Dataset:
+    n = _check_int(n, "n", minimum=1)
+    seed = _check_int(seed, "seed", minimum=0)
+    if split == "test_decorrelated":
+        corr = math.inf
+    path = cache_path(gen, split, corr=corr, n=n, seed=seed, do=do) if cache else None
+    if path is not None and path.exists():
+        loaded = _load_cached(path, gen, n)
+        if loaded is not None:
+            images, factors, card = loaded
+            return Dataset(
+                images, factors, gen.concept_names, gen.name, corr, seed, split, card, gen.dag
+            )
+        warnings.warn(f"cache file {path} is corrupted; regenerating it", stacklevel=3)
+    factors = gen.sample_factors(n, split_rng(seed, split), corr=corr, do=do or None)
+    images = gen.render(factors)
+    card = _card(gen, corr, factors, do)
+    card.update(split=split, seed=seed, n_samples=n)
+    if path is not None:
+        try:
+            _mkdir(path.parent)
+            atomic_save_npz(
+                path,
+                images=images,
+                factors=factors,
+                card=np.array(json.dumps(card, sort_keys=True)),
+                checksum=np.array(_checksum(images, factors)),
+            )
+        except ToybenchError as err:
+            warnings.warn(f"data not cached: {err}", stacklevel=3)
+    return Dataset(images, factors, gen.concept_names, gen.name, corr, seed, split, card, gen.dag)
+
+
+def _card(gen: Generator, corr: float, factors: np.ndarray, do: Mapping[str, int]) -> dict:
+    """Card of the (possibly intervened) model: intervened concepts become constant roots."""
+    if not do:
+        return gen.card(corr, factors)
+    mechanisms = dict(gen.scm.mechanisms)
+    for name, level in do.items():
+        probs = np.zeros(gen.scm.concept(name).n_levels)
+        probs[level] = 1.0
+        mechanisms[name] = Root(probs=probs)
+    card = {
+        "generator": gen.name,
+        "spec_hash": gen.spec_hash,
+        **data_card(SCM(gen.concepts, mechanisms), corr, factors=factors),
+    }
+    card["do"] = {name: int(level) for name, level in do.items()}
+    return card
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------------
+def data_root() -> Path:
+    """The cache folder: ``$TOYBENCH_DATA_ROOT``, else the user cache directory + ``toybench``."""
+    if os.environ.get("TOYBENCH_DATA_ROOT"):
+        return Path(os.environ["TOYBENCH_DATA_ROOT"]).expanduser()
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "toybench"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "toybench"
+
+
+def cache_path(
+    gen: Generator,
+    split: str,
+    *,
+    corr: float,
+    n: int,
+    seed: int,
+    do: Mapping[str, int] | None = None,
+) -> Path:
+    """Where a data set is cached: one folder per generator spec, one file per argument set."""
+    do_part = "".join(f"-do_{k}={v}" for k, v in sorted((do or {}).items()))
+    folder = data_root() / f"{gen.name}-{gen.spec_hash[:16]}"
+    stem = (
+        f"{split}-corr{corr_label(corr)}-n{n}-s{seed}{do_part}-size{gen.size}"
+        f"-v{__version__}-f{_CACHE_FORMAT}"
+    )
+    return folder / f"{stem}.npz"
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ToybenchError(f"cannot create {folder}: {err.strerror or err}") from None
+
+
+def _checksum(images: np.ndarray, factors: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for arr in (images, factors):
+        digest.update(str((arr.dtype.str, arr.shape)).encode())
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
+
+
+def _load_cached(path: Path, gen: Generator, n: int):
+    """``(images, factors, card)`` of a cache file, or None if unreadable or inconsistent."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if set(archive.files) != {"images", "factors", "card", "checksum"}:
+                return None
+            images, factors = archive["images"], archive["factors"]
+            card = json.loads(str(archive["card"]))
+            checksum = str(archive["checksum"])
+    except Exception:  # a truncated or foreign file: any failure means "regenerate"
+        return None
+    ok = (
+        images.dtype == np.uint8
+        and images.shape == (n, *gen.image_shape)
+        and factors.dtype == np.int64
+        and factors.shape == (n, len(gen.concepts))
+        and checksum == _checksum(images, factors)
+    )
+    return (images, factors, card) if ok else None
+
+
+# --------------------------------------------------------------------------------------------------
+# torch adapter
+# --------------------------------------------------------------------------------------------------
+class TorchImages:
+    """A map-style torch data set over a ``Dataset`` (usable with ``torch.utils.data.DataLoader``).
+
+    ``dataset[i]`` is ``(image, factors)``: a float32 tensor ``(C, H, W)`` in [0, 1] and an int64
+    tensor ``(K,)``.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        image = torch.from_numpy(self.dataset.images[index]).float().div_(255.0)  # (C, H, W)
+        return image, torch.from_numpy(self.dataset.factors[index])  # (K,)
+
+
+# --------------------------------------------------------------------------------------------------
+# Library functions behind the CLI
+# --------------------------------------------------------------------------------------------------
+def generate(
+    data: str, *, corr: float | str, n: int, seed: int, out: str | os.PathLike, split: str = "train"
+) -> Path:
+    """Draw one split and export it as an ``.npz`` for use in any framework.
+
+    The archive holds ``images`` ``(n, C, H, W)`` uint8, ``factors`` ``(n, K)`` int64,
+    ``concepts`` ``(K,)`` unicode names and ``card`` (a JSON string, 0-d unicode array); no object
+    arrays, so ``np.load(path, allow_pickle=False)`` reads it.
+
+    Returns
+    -------
+    Path
+        The file written (atomically: nothing is left behind on failure).
+    """
+    dataset = make_split(data, split, corr=corr, n=n, seed=seed, cache=False)
+    return atomic_save_npz(
+        out,
+        images=dataset.images,
+        factors=dataset.factors,
+        concepts=np.array(dataset.concepts),
+        card=np.array(json.dumps(dataset.card, sort_keys=True)),
+    )
+
+
+def show(
+    data: str, *, corr: float | str, out: str | os.PathLike, n: int = 32, seed: int = 0
+) -> Path:
+    """A contact sheet: a grid of samples, the DAG, and the realized Pearson ρ heatmap at σ.
+
+    Drawn with matplotlib's Agg canvas (no display, no global pyplot state); the format follows
+    the file suffix (png, pdf or svg).
+    """
+    fmt = Path(out).suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise ToybenchError(
+            f"{out}: unknown figure format {fmt!r}; use {', '.join(FIGURE_FORMATS)}"
+        )
+    gen = _resolve(data)
+    dataset = make_split(gen, "train", corr=corr, n=n, seed=seed, cache=False)
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 5.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_img, ax_dag, ax_heat = fig.subplots(1, 3, width_ratios=[1.3, 1.0, 1.0])
+    _draw_samples(ax_img, dataset.images)
+    _draw_dag(ax_dag, gen, dataset.card)
+    _draw_heatmap(fig, ax_heat, gen, dataset.card)
+    fig.suptitle(
+        f"{gen.name} at σ = {corr_label(dataset.corr)}: {gen.description.splitlines()[0]}",
+        fontsize=10,
+    )
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=110)
+    return atomic_write_bytes(out, buffer.getvalue())
+
+
+def _draw_samples(ax, images: np.ndarray) -> None:
+    n, c, h, w = images.shape
+    cols = min(8, n)
+    rows = -(-n // cols)
+    sheet = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, c), 128, dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        sheet[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = (
+            images[i].transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+        )
+    ax.imshow(
+        sheet[..., 0] if c == 1 else sheet,
+        cmap="gray" if c == 1 else None,
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
+    ax.set_title(f"{n} samples", fontsize=9)
+    ax.axis("off")
+
+
+def _draw_dag(ax, gen: Generator, card: dict) -> None:
+    layers = gen.dag.layers()
+    pos = {}
+    for depth, layer in enumerate(layers):
+        for k, name in enumerate(layer):
+            pos[name] = (depth, (len(layer) - 1) / 2 - k)
+    edge_rho = {(e["parent"], e["child"]): e["pearson"] for e in card["edges"]}
+    for parent, child in gen.dag.edges:
+        (x0, y0), (x1, y1) = pos[parent], pos[child]
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "0.3",
+                "shrinkA": 18,
+                "shrinkB": 18,
+                "connectionstyle": "arc3,rad=0.12",
+            },
+        )
+        ax.text(
+            (x0 + x1) / 2,
+            (y0 + y1) / 2 + 0.08,
+            f"ρ={edge_rho[(parent, child)]:.2f}",
+            fontsize=7,
+            ha="center",
+            color="tab:red",
+        )
+    for name, (x, y) in pos.items():
+        ax.text(
+            x,
+            y,
+            name,
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.4"},
+        )
+    ax.set_xlim(-0.6, len(layers) - 0.4)
+    span = max(len(layer) for layer in layers)
+    ax.set_ylim(-span / 2 - 0.1, span / 2 + 0.1)
+    title = "causal graph" if gen.dag.edges else "causal graph: no edges (independent factors)"
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def _draw_heatmap(fig, ax, gen: Generator, card: dict) -> None:
+    names = list(gen.concept_names)
+    k = len(names)
+    rho = np.eye(k)
+    for pair in card["pairs"]:
+        i, j = names.index(pair["a"]), names.index(pair["b"])
+        rho[i, j] = rho[j, i] = pair["pearson"]
+    image = ax.imshow(rho, cmap="coolwarm", vmin=-1, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{round(rho[i, j], 2) + 0.0:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_title(f"realized Pearson ρ ({card['source']}), σ = {card['corr']}", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
