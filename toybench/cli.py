@@ -18,5 +18,76 @@ def main() -> None:
     """toybench: VAEs and friends on synthetic correlated causal data, with exact ground truth."""
 
 
+class _UserErrors:
+    """Turn a ``ToybenchError`` into a one-line ``click.ClickException`` (exit 1, no traceback)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        from toybench.errors import ToybenchError
+
+        if isinstance(err, ToybenchError):
+            raise click.ClickException(" ".join(str(err).split())) from None
+        return False
+
+
+_DATA_HELP = "generator: a shipped name (see `toybench list`) or a path to your own .toml spec"
+_CORR_HELP = "correlation width σ > 0 (smaller = stronger); 'inf' = independent factors"
+
+
+@main.command()
+@click.option("--data", required=True, help=_DATA_HELP)
+@click.option("--corr", default="inf", show_default=True, help=_CORR_HELP)
+@click.option("-n", "n", type=int, default=1000, show_default=True, help="number of samples")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (≥ 0)")
+@click.option("--split", default="train", show_default=True,
+              help="train | test | test_decorrelated (σ = inf)")
+@click.option("-o", "--out", required=True, help="output .npz (images, factors, concepts, card)")
+def generate(data: str, corr: str, n: int, seed: int, split: str, out: str) -> None:
+    """Draw a data set and export it as an .npz for any framework."""
+    from toybench.data import generate as generate_npz
+
+    with _UserErrors():
+        click.echo(f"wrote {generate_npz(data, corr=corr, n=n, seed=seed, out=out, split=split)}")
+
+
+@main.command()
+@click.option("--data", required=True, help=_DATA_HELP)
+@click.option("--corr", default="inf", show_default=True, help=_CORR_HELP)
+@click.option("-n", "n", type=int, default=32, show_default=True, help="number of samples shown")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (≥ 0)")
+@click.option("-o", "--out", required=True, help="output figure (.png, .pdf or .svg)")
+def show(data: str, corr: str, n: int, seed: int, out: str) -> None:
+    """Contact sheet: samples, the DAG and the realized correlations next to σ."""
+    from toybench.data import show as show_sheet
+
+    with _UserErrors():
+        click.echo(f"wrote {show_sheet(data, corr=corr, out=out, n=n, seed=seed)}")
+
+
+def _generator_lines() -> list[tuple[str, str]]:
+    from toybench.specs import generator_summaries
+
+    return generator_summaries()
+
+
+# `toybench list` sections: title -> function returning (name, one line) pairs. Baselines and
+# metrics add their section here.
+LIST_SECTIONS = {
+    "generators": _generator_lines,
+}
+
+
+@main.command(name="list")
+def list_() -> None:
+    """List the shipped generators (and, as they arrive, baselines and metrics)."""
+    with _UserErrors():
+        for title, lines in LIST_SECTIONS.items():
+            click.echo(f"{title}:")
+            for name, line in lines():
+                click.echo(f"  {name:<16} {line}")
+
+
 if __name__ == "__main__":
     main()

@@ -220,7 +220,7 @@ MECHANISM_KEYS = {
 
 def generator_names() -> tuple[str, ...]:
     """Names of the shipped generator specs, sorted."""
-    return tuple(shipped_specs("generators"))
+    return tuple(sorted(shipped_specs("generators")))
 
 
 GENERATOR_NAMES: tuple[str, ...] = generator_names()
@@ -244,7 +244,8 @@ def resolve_spec_path(name_or_path: str | Path) -> tuple[str, Path]:
             raise ToybenchError(f"{path}: no such spec file")
         return path.stem, path
     raise ToybenchError(
-        f"unknown generator {text!r}; valid: {', '.join(shipped)} (or a path to a .toml spec)"
+        f"unknown generator {text!r}; valid: {', '.join(sorted(shipped))} "
+        "(or a path to a .toml spec)"
     )
 
 
