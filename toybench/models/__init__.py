@@ -1,0 +1,127 @@
+"""The baseline model families and their registry.
+
+One file per family, each holding its frozen config dataclass, modules and loss:
+``vae.py`` (VAE / β-VAE / β-TCVAE, Kingma & Welling 2014 https://arxiv.org/abs/1312.6114,
+Higgins et al. 2017, Chen et al. 2018 https://arxiv.org/abs/1802.04942), ``csvae.py`` (causally
+structured VAE along the generator's DAG), ``hvae.py`` (ladder VAE, Sønderby et al. 2016
+https://arxiv.org/abs/1602.02282, with NVAE stabilisers), ``pca.py`` (the non-neural reference).
+Shared parts: ``nets.py`` (conv backbones), ``likelihoods.py``, ``common.py`` (``LossOutput``,
+``UnitGroup``, Gaussian algebra). The model interface is documented in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from toybench.errors import ToybenchError
+from toybench.models.common import LossOutput, UnitGroup
+from toybench.models.csvae import CSVAE, CSVAEConfig
+from toybench.models.hvae import HVAE, HVAEConfig
+from toybench.models.pca import PCA, PCAConfig
+from toybench.models.vae import VAE, VAEConfig
+
+__all__ = ["MODELS", "LossOutput", "UnitGroup", "build_model", "model_config"]
+
+
+def _build_vae(config: VAEConfig, *, image_shape, dag, concept_sizes) -> VAE:  # noqa: ANN001
+    return VAE(config, image_shape)
+
+
+def _build_csvae(config: CSVAEConfig, *, image_shape, dag, concept_sizes) -> CSVAE:  # noqa: ANN001
+    if dag is None or concept_sizes is None:
+        raise ToybenchError("csvae needs the generator's DAG and concept sizes")
+    return CSVAE(config, image_shape, dag, concept_sizes)
+
+
+def _build_hvae(config: HVAEConfig, *, image_shape, dag, concept_sizes) -> HVAE:  # noqa: ANN001
+    return HVAE(config, image_shape)
+
+
+def _build_pca(config: PCAConfig, *, image_shape, dag, concept_sizes) -> PCA:  # noqa: ANN001
+    return PCA(config, image_shape)
+
+
+# family -> (config dataclass, constructor(config, *, image_shape, dag, concept_sizes)).
+MODELS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
+    "vae": (VAEConfig, _build_vae),
+    "csvae": (CSVAEConfig, _build_csvae),
+    "hvae": (HVAEConfig, _build_hvae),
+    "pca": (PCAConfig, _build_pca),
+}
+
+
+def _family(family: str) -> tuple[type, Callable[..., nn.Module]]:
+    try:
+        return MODELS[family]
+    except KeyError:
+        raise KeyError(f"unknown model family {family!r}; valid: {', '.join(MODELS)}") from None
+
+
+def model_config(family: str, values: Mapping[str, Any] | None = None):  # noqa: ANN201
+    """The family's config dataclass built from ``values`` (defaults for missing keys).
+
+    Parameters
+    ----------
+    family : str
+        A key of ``MODELS``.
+    values : Mapping[str, Any], optional
+        Field values, e.g. a TOML ``[model]`` table; lists become tuples.
+
+    Returns
+    -------
+    The frozen config dataclass instance.
+
+    Raises
+    ------
+    KeyError
+        Unknown family (the message lists the valid ones).
+    ToybenchError
+        Unknown field (the message names it and the allowed ones) or an invalid value.
+    """
+    config_class, _ = _family(family)
+    values = dict(values or {})
+    allowed = tuple(config_class.__dataclass_fields__)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ToybenchError(f"unknown {family} model key {unknown[0]!r}; allowed: "
+                            f"{', '.join(allowed)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return config_class(**values)
+
+
+def build_model(
+    family: str,
+    config: Any,
+    *,
+    image_shape: tuple[int, int, int],
+    dag: Any = None,
+    concept_sizes: Mapping[str, int] | None = None,
+) -> nn.Module:
+    """Build a model of ``family`` for images of ``image_shape``.
+
+    Parameters
+    ----------
+    family : str
+        A key of ``MODELS``.
+    config : dataclass
+        An instance of the family's config class (``MODELS[family][0]``).
+    image_shape : (int, int, int)
+        ``(C, H, W)``.
+    dag : DAG, optional
+        The generator's DAG (``nodes``, ``parents(name)``, ``layers()``); required by ``csvae``.
+    concept_sizes : Mapping[str, int], optional
+        Concept name -> number of levels, in factor-column order; required by ``csvae``.
+
+    Returns
+    -------
+    torch.nn.Module
+        A model with ``loss``, ``encode``, ``decode``, ``posteriors``, ``units``, ``n_codes`` and
+        ``trainable`` (see docs/architecture.md).
+    """
+    config_class, build = _family(family)
+    if not isinstance(config, config_class):
+        raise TypeError(f"{family} needs a {config_class.__name__}, got {type(config).__name__}")
+    return build(config, image_shape=tuple(image_shape), dag=dag, concept_sizes=concept_sizes)

@@ -1,0 +1,160 @@
+"""Shared pieces of every model family: the loss record, unit groups and diagonal-Gaussian algebra.
+
+The Gaussian helpers implement the closed forms used by all VAEs here: the reparameterized sample
+(Kingma & Welling 2014, https://arxiv.org/abs/1312.6114, eq. 10), the KL divergence between two
+diagonal Gaussians, and the Gaussian log density used by the β-TCVAE total-correlation estimator
+(Chen et al. 2018, https://arxiv.org/abs/1802.04942).
+
+Numerical conventions: every log-variance that leaves a network is clamped to
+``[LOGVAR_MIN, LOGVAR_MAX]`` and cast to float32 before it enters a loss, so losses are computed in
+fp32 even under ``torch.autocast(..., dtype=torch.bfloat16)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from toybench.errors import ToybenchError
+
+# exp(-10) ≈ 4.5e-5 (σ ≈ 0.007) and exp(10) ≈ 2.2e4: wide enough never to bind in healthy training,
+# narrow enough that exp() cannot overflow fp32 or underflow to a zero variance.
+LOGVAR_MIN = -10.0
+LOGVAR_MAX = 10.0
+LOG_2PI = math.log(2.0 * math.pi)
+UNIT_KINDS = ("concept", "style", "layer")
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """Which code columns belong to one latent block.
+
+    Attributes
+    ----------
+    name : str
+        The DAG node (CSVAE concept), ``"style"``, or the layer name (``"z"``, ``"z1"``, ...).
+    kind : str
+        ``"concept"``, ``"style"`` or ``"layer"``.
+    columns : tuple of int
+        Code columns (indices into ``encode(x)[:, j]``) of this block.
+    """
+
+    name: str
+    kind: str
+    columns: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in UNIT_KINDS:
+            raise ValueError(f"UnitGroup.kind={self.kind!r}; valid: {', '.join(UNIT_KINDS)}")
+
+
+@dataclass
+class LossOutput:
+    """One evaluation of a model's objective on a batch (all tensors, all float32).
+
+    Attributes
+    ----------
+    total : Tensor
+        Scalar the optimizer minimizes (weighted sum of all terms, averaged over the batch).
+    recon : Tensor
+        Scalar negative log-likelihood of the images, summed over pixels, averaged over the batch
+        (unweighted).
+    kl : Tensor
+        Scalar KL(q(z|x) || p(z)) summed over all latent units, averaged over the batch
+        (unweighted: before β, the schedule's ``kl_weight``, free bits or balancing).
+    kl_per_unit : Tensor
+        ``(n_codes,)`` batch-averaged KL of each code column (sums to ``kl``); for dead-unit counts.
+    extras : dict of str to Tensor
+        Family-specific scalar diagnostics (``"tc"``, ``"supervision"``, ...), for logging only.
+    """
+
+    total: Tensor
+    recon: Tensor
+    kl: Tensor
+    kl_per_unit: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``ToybenchError(message)`` unless ``ok`` (config validation, one-line messages)."""
+    if not ok:
+        raise ToybenchError(message)
+
+
+def gaussian_params(raw: Tensor) -> tuple[Tensor, Tensor]:
+    """Split a head's output into (μ, clamped log σ²), both float32.
+
+    Parameters
+    ----------
+    raw : Tensor
+        ``(B, 2d)``: the first ``d`` columns are means, the last ``d`` log-variances.
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        μ ``(B, d)`` and log σ² ``(B, d)`` in ``[LOGVAR_MIN, LOGVAR_MAX]``.
+    """
+    mu, logvar = raw.float().chunk(2, dim=1)  # (B, 2d) -> 2 x (B, d)
+    return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+
+def sample_gaussian(mu: Tensor, logvar: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Reparameterized sample z = μ + σ·ε, ε ~ N(0, I) (Kingma & Welling 2014, eq. 10).
+
+    ``generator`` supplies ε; ``None`` means torch's default generator (the training loop passes
+    its own so that a run's randomness lives in its checkpoint).
+    """
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise KL(N(μ, σ²) || N(0, 1)) = ½(μ² + σ² − log σ² − 1).
+
+    Kingma & Welling 2014, Appendix B. Returns a tensor of the same shape as ``mu``.
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
+
+
+def kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """Elementwise KL(N(μ_q, σ_q²) || N(μ_p, σ_p²)).
+
+    = ½(log σ_p² − log σ_q² + (σ_q² + (μ_q − μ_p)²) / σ_p² − 1); same shape as the inputs.
+    """
+    return 0.5 * (
+        logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1.0
+    )
+
+
+def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise log N(z; μ, σ²) = −½(log 2π + log σ² + (z − μ)²/σ²); inputs broadcast."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
+
+
+def batch_mean_sum(per_element: Tensor) -> Tensor:
+    """Sum over all non-batch dimensions, mean over the batch: ``(B, ...) -> ()``."""
+    return per_element.reshape(per_element.shape[0], -1).sum(dim=1).mean()
+
+
+def posteriors_to_codes(stats: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:
+    """Concatenate the posterior means of ``stats`` (in its order) into codes ``(B, n_codes)``."""
+    return torch.cat([mu for mu, _sigma in stats.values()], dim=1)
+
+
+def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any family config
+    """Validate the fields every family config shares (``arch``, likelihood, ``beta``)."""
+    from toybench.models.likelihoods import LIKELIHOODS
+    from toybench.models.nets import ARCHS
+
+    archs = ("auto", *ARCHS)
+    require(config.arch in archs, f"{family}.arch={config.arch!r}; valid: {', '.join(archs)}")
+    require(config.likelihood in LIKELIHOODS,
+            f"{family}.likelihood={config.likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
+    require(config.sigma > 0, f"{family}.sigma must be > 0, got {config.sigma}")
+    require(config.variance_floor > 0,
+            f"{family}.variance_floor must be > 0, got {config.variance_floor}")
+    require(config.beta >= 0, f"{family}.beta must be >= 0, got {config.beta}")

@@ -1,0 +1,131 @@
+"""Convolutional encoder/decoder backbones shared by the VAE families.
+
+``conv64`` is the architecture of Burgess et al. 2018 (https://arxiv.org/abs/1804.03599) as used by
+disentanglement_lib (Locatello et al. 2019, https://arxiv.org/abs/1811.12359, Table 1): four 4×4
+stride-2 convolutions with 32, 32, 64, 64 channels and ReLU (64 -> 4 pixels), a 256-unit fully
+connected layer, and the mirrored decoder (FC 256, FC 4·4·64, four 4×4 stride-2 transposed
+convolutions with 64, 32, 32, C channels). ``conv32`` is the same design one stage shorter for
+32×32 images (32, 32, 64 channels; 32 -> 4 pixels), about half the compute per image.
+
+The encoder stops at the hidden features ``(B, hidden)``: each family puts its own posterior heads
+on top (one Gaussian head for the VAE, one head per concept for CSVAE, a ladder for HVAE), so no
+family ever squeezes image features through a layer smaller than ``hidden``.
+
+Both backbones run under ``torch.autocast("cpu", dtype=torch.bfloat16)`` and accept
+``channels_last`` inputs (only convolutions, linear layers, ReLU and ``flatten``/``reshape``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from toybench.errors import ToybenchError
+
+
+@dataclass(frozen=True)
+class ConvArch:
+    """A backbone: stride-2 conv channels (each halves the image) and the FC width."""
+
+    image_size: int
+    channels: tuple[int, ...]
+    hidden: int = 256
+
+    @property
+    def final_size(self) -> int:
+        """Spatial size after the last convolution (4 for both shipped archs)."""
+        return self.image_size // 2 ** len(self.channels)
+
+
+ARCHS: dict[str, ConvArch] = {
+    "conv64": ConvArch(image_size=64, channels=(32, 32, 64, 64)),
+    "conv32": ConvArch(image_size=32, channels=(32, 32, 64)),
+}
+
+
+def resolve_arch(arch: str, image_shape: tuple[int, int, int]) -> ConvArch:
+    """Return the backbone for ``arch`` (``"auto"`` picks by image size) checked against the images.
+
+    Parameters
+    ----------
+    arch : str
+        ``"auto"`` or a key of ``ARCHS``.
+    image_shape : (int, int, int)
+        ``(C, H, W)`` of the data.
+
+    Returns
+    -------
+    ConvArch
+
+    Raises
+    ------
+    ToybenchError
+        Unknown arch, non-square images, or an image size the arch was not built for.
+    """
+    _, height, width = image_shape
+    if height != width:
+        raise ToybenchError(f"conv backbones need square images, got {height}x{width}")
+    if arch == "auto":
+        by_size = {spec.image_size: name for name, spec in ARCHS.items()}
+        if height not in by_size:
+            sizes = ", ".join(str(s) for s in sorted(by_size))
+            raise ToybenchError(f"no conv backbone for {height}x{width} images; sizes: {sizes}")
+        arch = by_size[height]
+    if arch not in ARCHS:
+        raise ToybenchError(f"unknown arch {arch!r}; valid: auto, {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    if spec.image_size != height:
+        raise ToybenchError(f"arch {arch!r} is for {spec.image_size}x{spec.image_size} images, "
+                            f"got {height}x{width}")
+    return spec
+
+
+class ConvEncoder(nn.Module):
+    """Images ``(B, C, S, S)`` -> features ``(B, hidden)`` (post-ReLU)."""
+
+    def __init__(self, arch: ConvArch, in_channels: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width in arch.channels:
+            layers += [nn.Conv2d(previous, width, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            previous = width
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Linear(previous * arch.final_size**2, arch.hidden)
+        self.out_features = arch.hidden
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.convs(x)  # (B, C, S, S) -> (B, c_last, 4, 4)
+        return self.fc(h.flatten(1)).relu()  # (B, c_last*16) -> (B, hidden)
+
+
+class ConvDecoder(nn.Module):
+    """Latents ``(B, in_features)`` -> output maps ``(B, out_channels, S, S)`` (unbounded)."""
+
+    def __init__(self, arch: ConvArch, in_features: int, out_channels: int) -> None:
+        super().__init__()
+        self.start_channels = arch.channels[-1]
+        self.start_size = arch.final_size
+        self.fc = nn.Sequential(
+            nn.Linear(in_features, arch.hidden),
+            nn.ReLU(),
+            nn.Linear(arch.hidden, self.start_channels * self.start_size**2),
+            nn.ReLU(),
+        )
+        # Mirror of the encoder: c_last -> c_last, c_{n-2}, ..., c_1 -> out_channels.
+        widths = (*reversed(arch.channels[:-1]), out_channels)
+        layers: list[nn.Module] = []
+        previous = self.start_channels
+        for i, width in enumerate(widths):
+            layers.append(nn.ConvTranspose2d(previous, width, kernel_size=4, stride=2, padding=1))
+            if i < len(widths) - 1:
+                layers.append(nn.ReLU())
+            previous = width
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.fc(z)  # (B, in_features) -> (B, c_last*16)
+        size = self.start_size
+        h = h.reshape(-1, self.start_channels, size, size)  # (B, c_last, 4, 4)
+        return self.deconvs(h)  # -> (B, out_channels, S, S)
