@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toybench.errors import ToybenchError
-from toybench.render import sprites
+from toybench.render import pendulum, scene, sprites
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,22 @@ RENDERERS: dict[str, Renderer] = {
         channels=1,
         sizes=sprites.SIZES,
         fn=sprites.render,
+    ),
+    "scene": Renderer(
+        name="scene",
+        inputs=scene.INPUTS,
+        categories={"shape": scene.SHAPES},
+        channels=scene.CHANNELS,
+        sizes=scene.SIZES,
+        fn=scene.render,
+    ),
+    "pendulum": Renderer(
+        name="pendulum",
+        inputs=pendulum.INPUTS,
+        categories={},
+        channels=pendulum.CHANNELS,
+        sizes=pendulum.SIZES,
+        fn=pendulum.render,
     ),
 }
 

@@ -88,8 +88,13 @@ def _half_extent(scale: float) -> float:
 
 
 def _mask_words(
-    shape: np.ndarray, scale: np.ndarray, angle: np.ndarray, fx: np.ndarray, fy: np.ndarray,
-    radius: int, unit: float,
+    shape: np.ndarray,
+    scale: np.ndarray,
+    angle: np.ndarray,
+    fx: np.ndarray,
+    fy: np.ndarray,
+    radius: int,
+    unit: float,
 ) -> np.ndarray:
     """Exact masks as row words, one per distinct sprite.
 
@@ -143,8 +148,12 @@ def _validate(shape, scale, orientation, pos_x, pos_y, size) -> tuple[np.ndarray
 
 
 def render_packed(
-    shape: np.ndarray, scale: np.ndarray, orientation: np.ndarray,
-    pos_x: np.ndarray, pos_y: np.ndarray, size: int = 64,
+    shape: np.ndarray,
+    scale: np.ndarray,
+    orientation: np.ndarray,
+    pos_x: np.ndarray,
+    pos_y: np.ndarray,
+    size: int = 64,
 ) -> np.ndarray:
     """Render sprites bit-packed along each image row.
 
@@ -163,7 +172,8 @@ def render_packed(
         ``(n, size, size // 8)`` uint8, rows packed as by ``np.packbits(..., axis=-1)``.
     """
     shape, scale, orientation, pos_x, pos_y = _validate(
-        shape, scale, orientation, pos_x, pos_y, size)
+        shape, scale, orientation, pos_x, pos_y, size
+    )
     n, unit = shape.shape[0], size / _CANVAS
     # centre in pixel-index coordinates: pixel j has its centre at j (see module docstring)
     cx = (_POS_OFFSET + _POS_SPAN * pos_x) * unit - 0.5
@@ -181,8 +191,9 @@ def render_packed(
     for values, inverse in codes:
         key = key * len(values) + inverse.reshape(-1)
     unique_keys, first, which = np.unique(key, return_index=True, return_inverse=True)
-    words = _mask_words(shape[first], scale[first], orientation[first], fx[first], fy[first],
-                        radius, unit)  # (m, P)
+    words = _mask_words(
+        shape[first], scale[first], orientation[first], fx[first], fy[first], radius, unit
+    )  # (m, P)
 
     canvas_words = np.zeros((n, size), dtype=">u8")  # big-endian: bytes come out in packbits order
     rows = np.arange(patch)
@@ -190,8 +201,11 @@ def render_packed(
         block = slice(start, min(start + _CHUNK, n))
         w = words[which[block]]  # (b, P)
         left = (ix[block] - radius)[:, None]  # column of patch pixel 0
-        shifted = np.where(left >= 0, w >> np.clip(left, 0, 63).astype(np.uint64),
-                           w << np.clip(-left, 0, 63).astype(np.uint64))  # (b, P)
+        shifted = np.where(
+            left >= 0,
+            w >> np.clip(left, 0, 63).astype(np.uint64),
+            w << np.clip(-left, 0, 63).astype(np.uint64),
+        )  # (b, P)
         canvas_rows = (iy[block] - radius)[:, None] + rows[None, :]  # (b, P)
         valid = (canvas_rows >= 0) & (canvas_rows < size)
         b_idx = np.broadcast_to(np.arange(block.start, block.stop)[:, None], valid.shape)
@@ -246,6 +260,11 @@ def render_full_grid(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """
     factors = full_grid_factors()
     packed = render_packed(
-        factors[:, 0], DSPRITES_SCALES[factors[:, 1]], DSPRITES_ORIENTATIONS[factors[:, 2]],
-        DSPRITES_POSITIONS[factors[:, 3]], DSPRITES_POSITIONS[factors[:, 4]], size=size)
+        factors[:, 0],
+        DSPRITES_SCALES[factors[:, 1]],
+        DSPRITES_ORIENTATIONS[factors[:, 2]],
+        DSPRITES_POSITIONS[factors[:, 3]],
+        DSPRITES_POSITIONS[factors[:, 4]],
+        size=size,
+    )
     return packed, factors
