@@ -71,16 +71,13 @@ class TinyVAE(nn.Module):
         return self._stats(x)[0]
 
     def decode(self, z):
-        return self.dec(z).view(-1, 1, 8, 8)
-
-    def decode_mean(self, z):
-        return torch.sigmoid(self.decode(z).float())
+        return torch.sigmoid(self.dec(z).view(-1, 1, 8, 8).float())  # mean image in [0, 1]
 
     def loss(self, x, step, *, factors=None, kl_weight=1.0, recon_weight=1.0, generator=None):
         mu, logvar = self._stats(x)
         eps = torch.randn(mu.shape, generator=generator)
         z = mu + torch.exp(0.5 * logvar) * eps
-        logits = self.decode(z).float()
+        logits = self.dec(z).view(-1, 1, 8, 8).float()
         recon = nn.functional.binary_cross_entropy_with_logits(
             logits, x.float(), reduction="none").sum((1, 2, 3)).mean()
         kl_units = (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)).mean(0)  # (5,)

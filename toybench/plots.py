@@ -43,10 +43,15 @@ def image_grid(images: torch.Tensor, ncol: int, pad: int = 1) -> torch.Tensor:
     return grid
 
 
+def mean_image(model, z: torch.Tensor) -> torch.Tensor:
+    """Decoded mean image ``(B, C, H, W)`` in [0, 1] of codes ``z`` ``(B, n_codes)``."""
+    return model.decode(z).float().clamp(0, 1)
+
+
 @torch.no_grad()
 def reconstruction_tensor(model, x: torch.Tensor) -> torch.Tensor:
     """Grid with the inputs ``x`` ``(N, C, H, W)`` on the top row, reconstructions below."""
-    recon = model.decode_mean(model.encode(x).float())  # (N, C, H, W) in [0, 1]
+    recon = mean_image(model, model.encode(x).float())  # (N, C, H, W) in [0, 1]
     return image_grid(torch.cat([x.float(), recon.float()]), ncol=x.shape[0])
 
 
@@ -58,7 +63,7 @@ def traversal_tensor(model, x0: torch.Tensor, codes: torch.Tensor,
     Parameters
     ----------
     model
-        Has ``encode`` and ``decode_mean``.
+        Has ``encode`` and ``decode`` (mean image).
     x0 : torch.Tensor
         ``(1, C, H, W)`` image whose code is the anchor.
     codes : torch.Tensor
@@ -76,7 +81,7 @@ def traversal_tensor(model, x0: torch.Tensor, codes: torch.Tensor,
     for j in columns:
         z = z0.repeat(TRAVERSAL_STEPS, 1)  # (S, L)
         z[:, j] = torch.linspace(float(lo[j]), float(hi[j]), TRAVERSAL_STEPS)
-        rows.append(model.decode_mean(z).float())  # (S, C, H, W)
+        rows.append(mean_image(model, z))  # (S, C, H, W)
     return image_grid(torch.cat(rows), ncol=TRAVERSAL_STEPS)
 
 

@@ -159,6 +159,10 @@ class TrainingDiverged(ToybenchError):
 
     exit_code = NONFINITE_EXIT_CODE
 
+    def __init__(self, message: str, history: list[dict[str, float]] | None = None) -> None:
+        super().__init__(message)
+        self.history = list(history or [])
+
 
 # --------------------------------------------------------------------------------------------
 # Checkpoints: one dict of tensors / ints / floats / strings / lists, written atomically.
@@ -416,7 +420,8 @@ def train(
                 raise TrainingDiverged(
                     f"training stopped at step {done}: {nan_streak} consecutive non-finite "
                     f"losses/gradients (train.nan_patience={config.nan_patience}); try a lower "
-                    f"train.lr, train.grad_clip > 0 or train.precision=fp32"
+                    f"train.lr, train.grad_clip > 0 or train.precision=fp32",
+                    result.history,
                 )
             if ckpt_path is not None and (done % config.checkpoint_every == 0 or done == end):
                 _save_state(ckpt_path, model, optimizer, noise_gen, config, seed, done,
