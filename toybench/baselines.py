@@ -73,6 +73,19 @@ def baseline_names() -> tuple[str, ...]:
         return ()
 
 
+def baseline_summaries() -> list[tuple[str, str]]:
+    """``(name, first line of the description)`` of each shipped baseline, for ``toybench list``."""
+    out = []
+    for name, path in (shipped_specs("baselines") if baseline_names() else {}).items():
+        try:
+            description = str(tomllib.loads(path.read_text(encoding="utf-8"))
+                              .get("description", ""))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ToybenchError(f"cannot read baseline {path}: {err}") from None
+        out.append((name, description.strip().splitlines()[0] if description.strip() else ""))
+    return out
+
+
 def resolve_baseline_path(name_or_path: str | Path) -> Path:
     """A shipped baseline's file by name, or an existing ``.toml`` path.
 

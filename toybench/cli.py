@@ -89,5 +89,45 @@ def list_() -> None:
                 click.echo(f"  {name:<16} {line}")
 
 
+def _baseline_lines() -> list[tuple[str, str]]:
+    from toybench.baselines import baseline_summaries
+
+    return baseline_summaries()
+
+
+LIST_SECTIONS["baselines"] = _baseline_lines
+
+
+@main.command(name="run")
+@click.option("--model", required=True,
+              help="baseline: a shipped name (see `toybench list`) or a path to a .toml")
+@click.option("--data", default="toy-causal", show_default=True, help=_DATA_HELP)
+@click.option("--corr", default="inf", show_default=True, help=_CORR_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (≥ 0)")
+@click.option("--protocol", default="standard", show_default=True,
+              help="quick | standard (protocols of the baseline file)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a config field, e.g. --set train.lr=3e-4 --set model.beta=8")
+@click.option("--out", default="runs", show_default=True, help="parent folder of run folders")
+@click.option("--resume", is_flag=True, help="continue an unfinished run from ckpt/last.pt")
+@click.option("--force", is_flag=True, help="delete an existing run folder and start over")
+@click.option("--fp32", is_flag=True, help="plain fp32 training (default: bf16 autocast)")
+def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
+                overrides: tuple[str, ...], out: str, resume: bool, force: bool,
+                fp32: bool) -> None:
+    """Train a baseline, score it on the test and decorrelated splits, write runs/<name>/."""
+    from toybench.runs import run
+    from toybench.train import TrainingDiverged
+
+    with _UserErrors():
+        try:
+            run(model, data=data, corr=corr, seed=seed, protocol=protocol, overrides=overrides,
+                out=out, resume=resume, force=force, fp32=fp32, echo=click.echo)
+        except TrainingDiverged as err:  # distinct exit code (3) for a diverged run
+            failure = click.ClickException(" ".join(str(err).split()))
+            failure.exit_code = err.exit_code
+            raise failure from None
+
+
 if __name__ == "__main__":
     main()
