@@ -203,6 +203,9 @@ def render(values: Mapping[str, np.ndarray], size: int = 32) -> np.ndarray:
     """
     shape, obj_size, hue, pos_x, pos_y, rotation = _validate(values, size)
     n = shape.shape[0]
+    images = np.zeros((n, CHANNELS, size, size), dtype=np.uint8)  # black background
+    if n == 0:
+        return images
     half = int(np.ceil(RADIUS_FRACTION * size)) + 1  # patch half-side: covers the circumradius
     lo, hi = centre_band(size)
     cx = np.rint(lo + pos_x * (hi - lo)).astype(np.int64)  # (n,) centre columns (pixel corners)
@@ -220,7 +223,6 @@ def render(values: Mapping[str, np.ndarray], size: int = 32) -> np.ndarray:
     rgb = hue_to_rgb(hue[first])  # (m, 3)
     patches = np.rint(255.0 * alpha[:, None] * rgb[:, :, None, None]).astype(np.uint8)  # (m,3,P,P)
 
-    images = np.zeros((n, CHANNELS, size, size), dtype=np.uint8)  # black background
     offset_key = (cy - half) * size + (cx - half)
     order = np.argsort(offset_key, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(offset_key[order]) != 0])
