@@ -128,7 +128,8 @@ def check_keys(
     for key in table:
         if key not in allowed:
             raise ToybenchError(
-                f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed)) or 'none'}"
+                f"{where}: unknown key {key!r}; "
+                f"allowed: {', '.join(sorted(set(allowed))) or 'none'}"
             )
     for key in required:
         if key not in table:
@@ -258,7 +259,13 @@ def read_generator_spec(name_or_path: str | Path) -> tuple[str, str, dict[str, A
     chain = [where]
     while "extends" in spec:
         base_ref = take(spec, "extends", str, where)
-        base_ref = base_ref if base_ref in shipped_specs("generators") else path.parent / base_ref
+        if base_ref not in shipped_specs("generators"):
+            if not (path.parent / base_ref).is_file():
+                raise ToybenchError(
+                    f"{where}: extends = {base_ref!r} is neither a shipped generator "
+                    f"({', '.join(generator_names())}) nor a file next to the spec"
+                )
+            base_ref = path.parent / base_ref
         _, base_path = resolve_spec_path(base_ref)
         base_where = _display(base_path)
         if base_where in chain:
@@ -365,12 +372,12 @@ def build_generator(name: str, spec: Mapping[str, Any], where: str) -> Generator
 
 
 def _concept(name: str, table: Any, where: str) -> Concept:
-    kind = take(table, "kind", str, where) if isinstance(table, Mapping) else None
-    check_keys(
-        table, where, required=("kind", "doc"), optional=CONCEPT_KEYS.get(kind, ("kind", "doc"))
-    )
+    if not isinstance(table, Mapping):
+        raise ToybenchError(f"{where}: expected a table, got {_type_name(table)}")
+    kind = take(table, "kind", str, where)
     if kind not in KINDS:
         raise ToybenchError(f"{where}: kind {kind!r}; allowed: {', '.join(KINDS)}")
+    check_keys(table, where, required=("kind", "doc"), optional=CONCEPT_KEYS[kind])
     doc = take(table, "doc", str, where).strip()
     if not doc:
         raise ToybenchError(f"{where}: 'doc' must not be empty")
