@@ -1,0 +1,183 @@
+"""Known answers for the graph-aware scores, reconstruction errors and diagnostic matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toybench.metrics import (
+    bce_per_image,
+    bce_with_logits_per_image,
+    concept_assignment,
+    dag_leakage,
+    intervention_consistency,
+    mse_per_image,
+    pairwise_entanglement,
+    pca_reference,
+    perturbation_matrix,
+    reconstruction_errors,
+    responsibilities,
+)
+
+
+def _factors(sizes, n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, s, n) for s in sizes], axis=1)
+
+
+# --- assignment --------------------------------------------------------------------------------
+
+
+def test_assignment_recovers_a_permutation():
+    factors = _factors([3, 4, 5])
+    codes = np.c_[np.random.default_rng(1).normal(size=4000), factors[:, [2, 0, 1]]]
+    result = concept_assignment(codes, factors)
+    assert result.latent_of_concept.tolist() == [2, 3, 1]
+    assert result.score == pytest.approx(1.0, abs=0.01)
+
+
+def test_assignment_is_one_to_one_even_when_one_latent_wins_twice():
+    importance = np.array([[0.9, 0.8], [0.5, 0.1]])  # greedy argmax would give latent 0 twice
+    factors = _factors([2, 2], n=20)
+    result = concept_assignment(np.zeros((20, 2)) + np.arange(20)[:, None], factors, matrix=importance)
+    assert result.latent_of_concept.tolist() == [1, 0]
+    assert result.score == pytest.approx((0.5 + 0.8) / 2)
+
+
+def test_assignment_with_fewer_latents_than_concepts():
+    factors = _factors([3, 4, 5])
+    result = concept_assignment(factors[:, [1]].astype(float), factors)
+    assert result.latent_of_concept.tolist() == [-1, 0, -1]
+
+
+# --- pairwise entanglement ---------------------------------------------------------------------
+
+
+def test_entanglement_zero_for_separate_latents():
+    factors = _factors([4, 4])
+    assert pairwise_entanglement(factors.astype(float), factors, [(0, 1)])[0] < 0.01
+
+
+def test_entanglement_one_for_a_shared_latent():
+    factors = _factors([4, 4])
+    shared = (factors[:, 0] * 4 + factors[:, 1]).astype(float)  # 16 values, one per bin
+    codes = np.c_[shared, np.random.default_rng(2).normal(size=4000)]
+    assert pairwise_entanglement(codes, factors, [(0, 1)])[0] == pytest.approx(1.0)
+
+
+def test_entanglement_rejects_bad_pairs():
+    factors = _factors([4, 4])
+    with pytest.raises(ValueError, match="distinct"):
+        pairwise_entanglement(factors.astype(float), factors, [(0, 0)])
+
+
+# --- DAG leakage -------------------------------------------------------------------------------
+
+
+def test_leakage_zero_when_latent_is_a_function_of_the_concept():
+    factors = _factors([4, 4])
+    assert dag_leakage(factors.astype(float), factors, [[], [0]]) == {1: 0.0}
+
+
+def test_leakage_one_when_the_rest_of_the_latent_is_the_parent():
+    factors = _factors([4, 4])  # column 0 is the parent of column 1
+    child_latent = factors[:, 1] * 4 + factors[:, 0]
+    codes = np.c_[factors[:, 0], child_latent].astype(float)
+    assert dag_leakage(codes, factors, [[], [0]])[1] == pytest.approx(1.0)
+
+
+def test_leakage_half_when_half_the_residual_is_the_parent():
+    factors = _factors([4, 2], n=20000)  # column 1 is the parent of column 0
+    noise = np.random.default_rng(3).integers(0, 2, 20000)
+    child_latent = factors[:, 0] * 4 + factors[:, 1] * 2 + noise  # H(z|c) = 2 bits, 1 from parent
+    codes = np.c_[child_latent, factors[:, 1]].astype(float)
+    assert dag_leakage(codes, factors, [[1], []])[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_leakage_validates_parents():
+    factors = _factors([4, 4])
+    with pytest.raises(ValueError, match="parents"):
+        dag_leakage(factors.astype(float), factors, [[]])
+    with pytest.raises(ValueError, match="other columns"):
+        dag_leakage(factors.astype(float), factors, [[], [1]])
+
+
+# --- intervention consistency, responsibilities, perturbation matrix ---------------------------
+
+
+def test_intervention_consistency_known_shares():
+    before = np.zeros((10, 3))
+    assert intervention_consistency(before, before + [2.0, 0.0, 0.0], [0]) == 1.0
+    assert intervention_consistency(before, before + [1.0, 1.0, 0.0], [0]) == 0.5
+    assert intervention_consistency(before, before + [1.0, 3.0, 0.0], [0], scale=[1.0, 3.0, 1.0]) == 0.5
+    assert intervention_consistency(before, before, [0]) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        intervention_consistency(before, before[:, :2], [0])
+
+
+def test_responsibilities_are_z_scored_changes():
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(1000, 2)) * [1.0, 4.0]
+    changed = np.arange(1000) % 2
+    after = before + np.where(changed[:, None] == 0, [1.0, 0.0], [0.0, 4.0])
+    matrix = responsibilities(before, after, changed, 2, scale=np.array([1.0, 4.0]))
+    np.testing.assert_allclose(matrix, [[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="factor 2"):
+        responsibilities(before, after, changed, 3)
+
+
+def test_perturbation_matrix_known_values():
+    base = np.random.default_rng(0).normal(size=(5, 3))
+    perturbed = np.stack([base + [1.0, 0, 0], base + [0, 2.0, 0.5], base])
+    np.testing.assert_allclose(
+        perturbation_matrix(base, perturbed), [[1, 0, 0], [0, 4, 0.25], [0, 0, 0]]
+    )
+    with pytest.raises(ValueError, match="expected"):
+        perturbation_matrix(base, perturbed[:, :4])
+
+
+# --- reconstruction ----------------------------------------------------------------------------
+
+
+def test_bce_and_mse_closed_forms():
+    target = np.array([[[[0, 255], [255, 0]]]], dtype=np.uint8)  # (1, 1, 2, 2)
+    half = np.full((1, 1, 2, 2), 0.5)
+    assert bce_per_image(target, half)[0] == pytest.approx(4 * np.log(2))
+    assert bce_with_logits_per_image(target, np.zeros((1, 1, 2, 2)))[0] == pytest.approx(4 * np.log(2))
+    assert mse_per_image(target, half)[0] == pytest.approx(1.0)
+    exact = target / 255.0
+    assert bce_per_image(target, exact)[0] == pytest.approx(0.0, abs=1e-5)
+    result = reconstruction_errors(target, half, elbo=-3.0)
+    assert result == pytest.approx((4 * np.log(2), 1.0, -3.0))
+
+
+def test_bce_logits_agrees_with_probabilities():
+    rng = np.random.default_rng(0)
+    target = rng.random((3, 1, 4, 4))
+    logits = rng.normal(size=(3, 1, 4, 4))
+    np.testing.assert_allclose(
+        bce_with_logits_per_image(target, logits), bce_per_image(target, 1 / (1 + np.exp(-logits)))
+    )
+
+
+def test_recon_validation():
+    with pytest.raises(ValueError, match="shape"):
+        mse_per_image(np.zeros((2, 1, 2, 2)), np.zeros((2, 1, 2, 3)))
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        bce_per_image(np.full((1, 1, 2, 2), 2.0), np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        mse_per_image(np.zeros((1, 1, 2, 2)), np.full((1, 1, 2, 2), np.nan))
+
+
+def test_pca_reference_exact_on_a_low_rank_image_set():
+    rng = np.random.default_rng(0)
+    basis = rng.random((2, 1, 6, 6)) * 0.25  # images = 0.25 + a·b1 + b·b2 stay in [0, 1]
+    coefficients = rng.random((300, 2))
+    images = 0.25 + np.einsum("nk,kchw->nchw", coefficients, basis)
+    result = pca_reference(images[:200], images[200:], 2, seed=0)
+    assert result.mse == pytest.approx(0.0, abs=1e-12)
+    assert result.explained_variance_ratio == pytest.approx(1.0)
+    worse = pca_reference(images[:200], images[200:], 1, seed=0)
+    assert worse.mse > 1e-4
+    with pytest.raises(ValueError, match="n_components"):
+        pca_reference(images[:200], images[200:], 0)
