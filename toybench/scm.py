@@ -732,7 +732,7 @@ def data_card(
     Statistics are exact (from the enumerated joint) where the state space has at most
     ``max_states`` states, otherwise empirical from ``factors``; ``card["source"]`` says which.
     Pearson ρ uses the normalized values u (for categorical concepts, their value table);
-    Spearman ρ uses mid-ranks (exact with ties); MI is in nats and order-free.
+    Spearman ρ uses mid-ranks of the level order (exact with ties); MI is in nats and order-free.
 
     Parameters
     ----------
