@@ -506,17 +506,30 @@ def test_every_pendulum_concept_changes_the_image(size):
             assert np.all(largest[changed] >= 24), (name, level)
 
 
-def test_pendulum_row_bands_cover_everything_drawn(monkeypatch):
+def test_pendulum_row_bands_are_disjoint_and_cover_everything_drawn():
     """Compositing only a band of rows per layer is an optimisation: it must not clip anything."""
     rng = np.random.default_rng(10)
-    values = {
-        "pendulum_angle": rng.uniform(-np.pi / 2, np.pi / 2, 300),
-        "light_position": rng.uniform(0, 1, 300),
-        "shadow_length": rng.uniform(0, 1, 300),
-        "shadow_position": rng.uniform(-0.2, 1.2, 300),
-    }
-    values["pendulum_angle"][:2] = [np.pi / 2, -np.pi / 2]
-    banded = {size: pendulum.render(values, size) for size in pendulum.SIZES}
-    monkeypatch.setattr(pendulum, "_rows", lambda size, low, high: slice(0, size))
+    n = 300
+    angle = rng.uniform(-np.pi / 2, np.pi / 2, n)
+    angle[:2] = [np.pi / 2, -np.pi / 2]
+    length = rng.uniform(0.0, 1.0, n)
+    position = rng.uniform(-0.2, 1.2, n)
+    geometry = pendulum._Scene(
+        bob_x=(0.5 + pendulum.ROD_LENGTH * np.sin(angle))[:, None, None],
+        bob_y=(pendulum.PIVOT_Y - pendulum.ROD_LENGTH * np.cos(angle))[:, None, None],
+        shadow_left=(position - length / 2)[:, None, None],
+        shadow_right=(position + length / 2)[:, None, None],
+        sun_x=rng.uniform(0.0, 1.0, n)[:, None, None],
+    )
     for size in pendulum.SIZES:
-        np.testing.assert_array_equal(banded[size], pendulum.render(values, size))
+        bands = pendulum._bands(size)
+        rows = [set(range(*band.indices(size))) for band in bands.values()]
+        assert sum(len(r) for r in rows) == len(set().union(*rows))  # disjoint
+        centres = (np.arange(size) + 0.5) / size
+        px, py = centres[None, None, :], 1.0 - centres[None, :, None]
+        for band, inside in zip(bands, rows, strict=True):
+            outside = np.array([r not in inside for r in range(size)])
+            for distance, _ in pendulum._layers(band, geometry, px, py):
+                alpha = pendulum._alpha(distance, size)  # (n, S, S)
+                assert alpha[:, outside].max() == 0.0, band
+                assert alpha.max() > 0.5  # the layer does draw something

@@ -35,6 +35,7 @@ evaluated for a whole batch at once with numpy broadcasting.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -193,55 +194,71 @@ def render(values: Mapping[str, np.ndarray], size: int = 32) -> np.ndarray:
     background = (sky[..., None] * _SKY + (1.0 - sky[..., None]) * _GROUND).astype(np.float32)
     background = np.broadcast_to(background, (size, size, 3)).transpose(2, 0, 1)  # (3, S, S)
 
-    # each layer only touches a fixed band of rows; compositing there alone saves most of the work
-    bands = {
+    bands = _bands(size)
+    images = np.empty((n, CHANNELS, size, size), dtype=np.uint8)
+    images[...] = np.rint(background).astype(np.uint8)  # rows outside every band stay background
+    for start in range(0, n, _CHUNK):
+        block = slice(start, min(start + _CHUNK, n))
+        angle_b, light_b, length_b, position_b = (
+            a[block].astype(np.float32)[:, None, None] for a in (angle, light, length, position)
+        )  # each (b, 1, 1)
+        scene_b = _Scene(
+            bob_x=0.5 + ROD_LENGTH * np.sin(angle_b),
+            bob_y=PIVOT_Y - ROD_LENGTH * np.cos(angle_b),
+            shadow_left=position_b - 0.5 * length_b,
+            shadow_right=position_b + 0.5 * length_b,
+            sun_x=light_b,
+        )
+        for band, rows in bands.items():  # three fixed, disjoint bands of rows
+            canvas = np.broadcast_to(
+                background[:, rows], (angle_b.shape[0], 3) + background[:, rows].shape[1:]
+            ).copy()  # (b, 3, rows, S)
+            for distance, colour in _layers(band, scene_b, px, py[:, rows]):
+                alpha = _alpha(distance, size)[:, None]  # (b, 1, rows, S)
+                update = colour.astype(np.float32)[None, :, None, None] - canvas
+                update *= alpha
+                canvas += update
+            images[block, :, rows] = np.rint(canvas, out=canvas)
+    return images
+
+
+class _Scene(NamedTuple):
+    """Per-image geometry of a block, each ``(b, 1, 1)`` float32 in canvas units."""
+
+    bob_x: np.ndarray
+    bob_y: np.ndarray
+    shadow_left: np.ndarray
+    shadow_right: np.ndarray
+    sun_x: np.ndarray
+
+
+def _layers(band: str, scene: _Scene, px: np.ndarray, py: np.ndarray) -> tuple:
+    """Painter's order of ``(signed distance (b, rows, S), colour)`` for one band of rows."""
+    if band == "shadow":
+        y = 0.5 * GROUND_Y
+        shadow = _capsule(px, py, scene.shadow_left, y, scene.shadow_right, y, SHADOW_HALF_WIDTH)
+        return ((shadow, _SHADOW),)
+    if band == "pendulum":
+        return (
+            (_capsule(px, py, 0.5, PIVOT_Y, scene.bob_x, scene.bob_y, ROD_HALF_WIDTH), _ROD),
+            (_disc(px, py, scene.bob_x, scene.bob_y, BOB_RADIUS), _BOB),
+            (_disc(px, py, 0.5, PIVOT_Y, PIVOT_RADIUS), _ROD),
+        )
+    return ((_disc(px, py, scene.sun_x, SUN_Y, SUN_RADIUS), _SUN),)
+
+
+def _bands(size: int) -> dict[str, slice]:
+    """The disjoint bands of image rows that each group of layers can touch.
+
+    Each layer only draws within a fixed band of rows; compositing there alone saves most of the
+    work, and everything else is plain background.
+    """
+    return {
         "shadow": _rows(size, 0.0, GROUND_Y),
         # |angle| <= π/2 keeps the bob below the pivot's height plus its radius
         "pendulum": _rows(size, PIVOT_Y - ROD_LENGTH - BOB_RADIUS, PIVOT_Y + BOB_RADIUS),
         "sun": _rows(size, SUN_Y - SUN_RADIUS, SUN_Y + SUN_RADIUS),
     }
-    images = np.empty((n, CHANNELS, size, size), dtype=np.uint8)
-    for start in range(0, n, _CHUNK):
-        block = slice(start, min(start + _CHUNK, n))
-        b = block.stop - block.start
-        angle_b, light_b, length_b, position_b = (
-            a[block].astype(np.float32)[:, None, None] for a in (angle, light, length, position)
-        )  # each (b, 1, 1)
-        bob_x = 0.5 + ROD_LENGTH * np.sin(angle_b)
-        bob_y = PIVOT_Y - ROD_LENGTH * np.cos(angle_b)
-        shadow_ends = (position_b - 0.5 * length_b, position_b + 0.5 * length_b)
-        y_shadow, y_pendulum, y_sun = (py[:, bands[k]] for k in ("shadow", "pendulum", "sun"))
-        layers = (  # painter's order: band, signed distance on the band's rows, colour
-            (
-                "shadow",
-                _capsule(
-                    px,
-                    y_shadow,
-                    shadow_ends[0],
-                    0.5 * GROUND_Y,
-                    shadow_ends[1],
-                    0.5 * GROUND_Y,
-                    SHADOW_HALF_WIDTH,
-                ),
-                _SHADOW,
-            ),
-            (
-                "pendulum",
-                _capsule(px, y_pendulum, 0.5, PIVOT_Y, bob_x, bob_y, ROD_HALF_WIDTH),
-                _ROD,
-            ),
-            ("pendulum", _disc(px, y_pendulum, bob_x, bob_y, BOB_RADIUS), _BOB),
-            ("pendulum", _disc(px, y_pendulum, 0.5, PIVOT_Y, PIVOT_RADIUS), _ROD),
-            ("sun", _disc(px, y_sun, light_b, SUN_Y, SUN_RADIUS), _SUN),
-        )
-        canvas = np.broadcast_to(background, (b, 3, size, size)).copy()  # (b, 3, S, S)
-        for band, distance, colour in layers:  # five fixed layers
-            rows = bands[band]
-            alpha = _alpha(distance, size)[:, None]  # (b, 1, rows, S)
-            target = canvas[:, :, rows]
-            target += alpha * (colour.astype(np.float32)[None, :, None, None] - target)
-        images[block] = np.rint(canvas).astype(np.uint8)
-    return images
 
 
 def _rows(size: int, y_low: float, y_high: float) -> slice:
