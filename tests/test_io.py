@@ -25,3 +25,13 @@ def test_atomic_npz_refuses_object_arrays(tmp_path):
     assert not list(tmp_path.iterdir())
     atomic_save_npz(tmp_path / "x.npz", a=np.arange(3))
     assert np.load(tmp_path / "x.npz")["a"].tolist() == [0, 1, 2]
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -33,6 +33,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as err:
         raise ToybenchError(f"cannot write {path}: {err.strerror or err}") from None
     try:
+        # mkstemp creates 0600; give the final file the usual permissions (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
