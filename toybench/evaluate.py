@@ -1,0 +1,537 @@
+"""Where encoders, generators and metrics meet: scores that need fresh images.
+
+- **BetaVAE score** (Higgins et al. 2017, "β-VAE: Learning Basic Visual Concepts with a
+  Constrained Variational Framework", https://openreview.net/forum?id=Sy2fzU9gl) and
+  **FactorVAE score** (Kim & Mnih 2018, "Disentangling by Factorising",
+  https://arxiv.org/abs/1802.05983), following disentanglement_lib's ``beta_vae.py`` and
+  ``factor_vae.py`` (batch 64, 10,000 training and 5,000 evaluation points, 10,000 points for
+  the global variances, dimensions pruned below a standard deviation of 0.05). Their "fix one
+  factor, vary the rest" batches come from the generator's *interventions*
+  ``do(factor = level)``, so they stay exact when the factors are correlated (disentanglement_lib
+  overwrites one column of an independent sample, which under correlation produces factor
+  combinations the data never shows).
+- **Intervention consistency**: do(c = v) counterfactual pairs (same exogenous noise) are
+  encoded and the share of the code change landing in c's Hungarian-assigned latent is reported.
+- **Responsibilities** and the **perturbation matrix** (`toybench.metrics.diagnostics`).
+- `evaluate_encoder`: every score of `toybench.metrics` per data split, plus the above, as one
+  flat ``dict[str, float]`` with keys ``"<split>.<metric>"``.
+
+An ``encode`` callable maps uint8 images ``(n, C, H, W)`` to codes ``(n, L)`` (a numpy array or
+anything ``np.asarray`` accepts); no torch is imported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from toybench import metrics
+from toybench.errors import ToybenchError
+
+Encode = Callable[[np.ndarray], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Settings of `evaluate_encoder`; the defaults are disentanglement_lib's metric configs."""
+
+    dci_backend: str = "fast"
+    batch_size: int = 64  # images per FactorVAE / BetaVAE training point
+    factor_vae_train: int = 10000
+    factor_vae_eval: int = 5000
+    factor_vae_variance: int = 10000  # images for the global per-dimension variances
+    prune_threshold: float = 0.05  # std below which a dimension counts as collapsed
+    beta_vae_train: int = 10000
+    beta_vae_eval: int = 5000
+    consistency_pairs: int = 1000  # counterfactual pairs per concept
+    encode_batch: int = 1024  # images per call of ``encode``
+    # splits on which the generator-based scores run (with that split's σ)
+    intervention_splits: tuple[str, ...] = ("test", "test_decorrelated")
+
+    def __post_init__(self) -> None:
+        if self.dci_backend not in metrics.DCI_BACKENDS:
+            raise ToybenchError(
+                f"dci_backend {self.dci_backend!r} is not one of {list(metrics.DCI_BACKENDS)}"
+            )
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int" and value < 1:
+                raise ToybenchError(f"{field.name} must be a positive integer, got {value}")
+
+
+#: A smaller protocol (about 1/20 of the images) for smoke runs and CPU-only sweeps.
+QUICK = EvalConfig(
+    factor_vae_train=500,
+    factor_vae_eval=250,
+    factor_vae_variance=2000,
+    beta_vae_train=500,
+    beta_vae_eval=250,
+    consistency_pairs=200,
+)
+
+
+def encode_images(encode: Encode, images: np.ndarray, *, batch: int = 1024) -> np.ndarray:
+    """Run ``encode`` over ``images (n, C, H, W)`` in batches and return ``(n, L)`` float64 codes.
+
+    Raises
+    ------
+    ValueError
+        If the encoder returns the wrong number of rows, not 2-D codes, or non-finite values.
+    """
+    chunks = []
+    for start in range(0, len(images), batch):
+        part = images[start : start + batch]
+        codes = np.asarray(encode(part), dtype=np.float64)
+        if codes.ndim != 2 or codes.shape[0] != len(part):
+            raise ValueError(
+                f"encode returned shape {codes.shape} for images of shape {part.shape}; "
+                "expected (n_images, n_codes)"
+            )
+        if not np.isfinite(codes).all():
+            raise ValueError(f"encode returned NaN or inf codes for images of shape {part.shape}")
+        chunks.append(codes)
+    return np.concatenate(chunks, axis=0)
+
+
+def _sample_fixed(generator, rng, corr, factor_per_row, level_per_row) -> np.ndarray:
+    """``(m, K)`` factors; row i is drawn under do(factor_per_row[i] = level_per_row[i])."""
+    out = np.empty((len(factor_per_row), len(generator.concept_names)), dtype=np.int64)
+    for k in np.unique(factor_per_row):
+        rows = np.flatnonzero(factor_per_row == k)
+        do = {generator.concept_names[k]: level_per_row[rows]}
+        out[rows] = generator.sample_factors(len(rows), rng, corr=corr, do=do)
+    return out
+
+
+def _chunks(total: int, size: int):
+    for start in range(0, total, size):
+        yield min(size, total - start)
+
+
+class FactorVAEScore(NamedTuple):
+    """Majority-vote classifier accuracies and the number of dimensions it used."""
+
+    train_accuracy: float
+    eval_accuracy: float
+    n_active: int
+
+
+def _factor_vae_votes(encode, generator, rng, corr, n_points, config, scale, active):
+    """``(K, L)`` votes: for each point, the fixed factor votes for its least-varying dimension."""
+    n_factors = len(generator.concept_names)
+    votes = np.zeros((n_factors, len(scale)), dtype=np.int64)
+    active_index = np.flatnonzero(active)
+    per_chunk = max(1, config.encode_batch // config.batch_size)
+    for size in _chunks(n_points, per_chunk):
+        fixed = rng.integers(n_factors, size=size)  # (S,) which factor each point fixes
+        levels = generator.sample_factors(size, rng, corr=corr)[np.arange(size), fixed]
+        factors = _sample_fixed(
+            generator, rng, corr,
+            np.repeat(fixed, config.batch_size), np.repeat(levels, config.batch_size),
+        )  # (S * B, K)
+        codes = encode_images(encode, generator.render(factors), batch=config.encode_batch)
+        codes = codes.reshape(size, config.batch_size, -1)  # (S, B, L)
+        local = codes.var(axis=1, ddof=1)[:, active] / scale[active]  # (S, L_active)
+        # disentanglement_lib indexes the vote with the position inside the *active* subset;
+        # mapping it back to the dimension's own index is the correct reading.
+        chosen = active_index[np.argmin(local, axis=1)]
+        np.add.at(votes, (fixed, chosen), 1)
+    return votes
+
+
+def factor_vae_score(
+    encode: Encode,
+    generator,
+    *,
+    corr: float,
+    rng: np.random.Generator,
+    config: EvalConfig = EvalConfig(),
+) -> FactorVAEScore:
+    """FactorVAE score (Kim & Mnih 2018) with interventional batches.
+
+    Procedure (disentanglement_lib's ``compute_factor_vae``): per-dimension variances (ddof 1)
+    of ``factor_vae_variance`` codes of observational images; dimensions with standard deviation
+    below ``prune_threshold`` are dropped. Each training point picks a factor k uniformly, a level
+    v from the factor's observational marginal, draws ``batch_size`` factor vectors under
+    ``do(k = v)``, and votes (k, argmin over kept dimensions of local variance / global variance).
+    The classifier maps each dimension to its majority factor; accuracy is the share of votes it
+    gets right, on the training votes and on ``factor_vae_eval`` fresh points.
+
+    Deviations from disentanglement_lib: batches come from ``do(k = v)``, not from overwriting
+    column k; the vote goes to the winning dimension's own index (disentanglement_lib uses its
+    position among the kept dimensions, which is wrong once any dimension is pruned); and
+    ``n_active`` counts kept dimensions (disentanglement_lib reports the total).
+
+    Parameters
+    ----------
+    encode : callable, uint8 images (n, C, H, W) -> codes (n, L)
+    generator : a `toybench.scm` generator (sample_factors, render, concept_names)
+    corr : float, the correlation width σ to sample with
+    rng : np.random.Generator
+    config : EvalConfig
+
+    Returns
+    -------
+    FactorVAEScore(train_accuracy, eval_accuracy, n_active)
+    """
+    factors = generator.sample_factors(config.factor_vae_variance, rng, corr=corr)
+    codes = encode_images(encode, generator.render(factors), batch=config.encode_batch)
+    variances = codes.var(axis=0, ddof=1)
+    active = np.sqrt(variances) >= config.prune_threshold
+    if not active.any():
+        return FactorVAEScore(0.0, 0.0, 0)
+    train_votes = _factor_vae_votes(
+        encode, generator, rng, corr, config.factor_vae_train, config, variances, active
+    )
+    classifier = np.argmax(train_votes, axis=0)  # (L,) majority factor of each dimension
+    columns = np.arange(train_votes.shape[1])
+    eval_votes = _factor_vae_votes(
+        encode, generator, rng, corr, config.factor_vae_eval, config, variances, active
+    )
+    return FactorVAEScore(
+        float(train_votes[classifier, columns].sum() / train_votes.sum()),
+        float(eval_votes[classifier, columns].sum() / eval_votes.sum()),
+        int(active.sum()),
+    )
+
+
+class BetaVAEScore(NamedTuple):
+    """Logistic-regression accuracies of predicting the fixed factor."""
+
+    train_accuracy: float
+    eval_accuracy: float
+
+
+def _beta_vae_points(encode, generator, rng, corr, n_points, config):
+    """``(n_points, L)`` mean |z1 − z2| features over pairs sharing one factor, and labels."""
+    n_factors = len(generator.concept_names)
+    features, labels = [], []
+    per_chunk = max(1, config.encode_batch // (2 * config.batch_size))
+    for size in _chunks(n_points, per_chunk):
+        fixed = rng.integers(n_factors, size=size)  # (S,)
+        rows = np.repeat(fixed, config.batch_size)  # (S * B,)
+        observed = generator.sample_factors(len(rows), rng, corr=corr)
+        levels = observed[np.arange(len(rows)), rows]  # pair i shares level levels[i]
+        first = _sample_fixed(generator, rng, corr, rows, levels)
+        second = _sample_fixed(generator, rng, corr, rows, levels)
+        images = generator.render(np.concatenate([first, second]))
+        codes = encode_images(encode, images, batch=config.encode_batch)
+        z1, z2 = codes[: len(rows)], codes[len(rows) :]
+        diff = np.abs(z1 - z2).reshape(size, config.batch_size, -1)  # (S, B, L)
+        features.append(diff.mean(axis=1))
+        labels.append(fixed)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def beta_vae_score(
+    encode: Encode,
+    generator,
+    *,
+    corr: float,
+    rng: np.random.Generator,
+    config: EvalConfig = EvalConfig(),
+) -> BetaVAEScore:
+    """BetaVAE score (Higgins et al. 2017) with interventional pairs.
+
+    Procedure (disentanglement_lib's ``compute_beta_vae_sklearn``): each point picks a factor k
+    uniformly and ``batch_size`` pairs of images that share the level of k; its feature is the
+    mean absolute code difference over the pairs, its label k. A ``LogisticRegression`` is fit on
+    ``beta_vae_train`` points and scored on them and on ``beta_vae_eval`` fresh points.
+
+    Deviation from disentanglement_lib: the shared level v of pair i is drawn from k's
+    observational marginal and *both* images of the pair are sampled under ``do(k = v)`` (the
+    reference overwrites column k of an independent sample).
+
+    Parameters
+    ----------
+    encode : callable, uint8 images (n, C, H, W) -> codes (n, L)
+    generator : a `toybench.scm` generator
+    corr : float, the correlation width σ to sample with
+    rng : np.random.Generator
+    config : EvalConfig
+
+    Returns
+    -------
+    BetaVAEScore(train_accuracy, eval_accuracy)
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    x_train, y_train = _beta_vae_points(encode, generator, rng, corr, config.beta_vae_train, config)
+    if np.unique(y_train).size < 2:
+        raise ValueError(f"beta_vae_train={config.beta_vae_train} points drew a single factor")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(random_state=0).fit(x_train, y_train)
+    x_eval, y_eval = _beta_vae_points(encode, generator, rng, corr, config.beta_vae_eval, config)
+    return BetaVAEScore(
+        float(np.mean(model.predict(x_train) == y_train)), float(model.score(x_eval, y_eval))
+    )
+
+
+def _other_level(levels: np.ndarray, n_levels: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly drawn level different from each entry of ``levels``."""
+    return (levels + rng.integers(1, n_levels, size=levels.shape)) % n_levels
+
+
+def intervention_consistency_scores(
+    encode: Encode,
+    generator,
+    latent_of_concept: np.ndarray,
+    *,
+    corr: float,
+    rng: np.random.Generator,
+    n_pairs: int = 1000,
+    encode_batch: int = 1024,
+) -> dict[str, float]:
+    """Intervention consistency of each concept, and the same counting its descendants' latents.
+
+    For concept c: ``n_pairs`` exogenous noise draws give factual factors and their do(c = v)
+    counterfactuals (v a different level of c, descendants recomputed from the same noise); both
+    are rendered and encoded, and `toybench.metrics.intervention_consistency` measures the
+    share of the squared code change in c's assigned latent (``consistency.<c>``) and in the
+    latents of c and its descendants (``consistency_descendants.<c>``). A concept left without a
+    latent by the assignment scores 0. The means over concepts are ``consistency`` and
+    ``consistency_descendants``.
+    """
+    names = generator.concept_names
+    out: dict[str, float] = {}
+    for k, name in enumerate(names):
+        noise = generator.sample_noise(n_pairs, rng)
+        factual = generator.factors_from_noise(noise, corr=corr)
+        level = _other_level(factual[:, k], generator.concepts[k].n_levels, rng)
+        counterfactual = generator.counterfactual(factual, noise, {name: level}, corr=corr)
+        images = generator.render(np.concatenate([factual, counterfactual]))
+        codes = encode_images(encode, images, batch=encode_batch)
+        before, after = codes[:n_pairs], codes[n_pairs:]
+        own = [int(latent_of_concept[k])] if latent_of_concept[k] >= 0 else []
+        family = [names.index(d) for d in generator.dag.descendants(name)] + [k]
+        with_descendants = [int(latent_of_concept[j]) for j in family if latent_of_concept[j] >= 0]
+        out[f"consistency.{name}"] = (
+            metrics.intervention_consistency(before, after, own) if own else 0.0
+        )
+        out[f"consistency_descendants.{name}"] = (
+            metrics.intervention_consistency(before, after, with_descendants)
+            if with_descendants
+            else 0.0
+        )
+    out["consistency"] = float(np.mean([out[f"consistency.{n}"] for n in names]))
+    out["consistency_descendants"] = float(
+        np.mean([out[f"consistency_descendants.{n}"] for n in names])
+    )
+    return out
+
+
+def responsibility_matrix(
+    encode: Encode,
+    generator,
+    *,
+    corr: float,
+    rng: np.random.Generator,
+    n_pairs: int = 1000,
+    encode_batch: int = 1024,
+) -> np.ndarray:
+    """Responsibilities ``(K, L)``: z-scored |change| of each latent when exactly one factor changes.
+
+    ``n_pairs`` observational factor vectors (σ = ``corr``) are drawn; for each factor k a copy
+    with only column k moved to another level is rendered (a direct edit, not an intervention:
+    nothing else changes). Latents are z-scored by their standard deviation over the
+    observational codes. See `toybench.metrics.responsibilities`.
+    """
+    base = generator.sample_factors(n_pairs, rng, corr=corr)
+    base_codes = encode_images(encode, generator.render(base), batch=encode_batch)
+    scale = base_codes.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    befores, afters, changed = [], [], []
+    for k, concept in enumerate(generator.concepts):
+        edited = base.copy()
+        edited[:, k] = _other_level(base[:, k], concept.n_levels, rng)
+        befores.append(base_codes)
+        afters.append(encode_images(encode, generator.render(edited), batch=encode_batch))
+        changed.append(np.full(n_pairs, k))
+    return metrics.responsibilities(
+        np.concatenate(befores), np.concatenate(afters), np.concatenate(changed),
+        len(generator.concepts), scale=scale,
+    )
+
+
+def _as_uint8_images(images) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.dtype == np.uint8:
+        return arr
+    return np.round(np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def perturbation_matrix_of(
+    encode: Encode,
+    decode: Callable[[np.ndarray], Any],
+    images: np.ndarray,
+    *,
+    delta: float = 1.0,
+    encode_batch: int = 1024,
+) -> np.ndarray:
+    """Perturbation matrix ``(L, L)``: add ``delta`` to code i, decode, re-encode, squared change.
+
+    ``decode`` maps codes ``(n, L)`` to images ``(n, C, H, W)``, uint8 or float in [0, 1] (floats
+    are rounded to uint8 before re-encoding, since ``encode`` takes uint8 images). The reference
+    is ``encode(decode(z))`` of the unperturbed codes. See `toybench.metrics.perturbation_matrix`.
+    """
+    if not np.isfinite(delta) or delta == 0:
+        raise ValueError(f"delta must be a finite non-zero number, got {delta}")
+    codes = encode_images(encode, images, batch=encode_batch)  # (n, L)
+
+    def roundtrip(z: np.ndarray) -> np.ndarray:
+        return encode_images(encode, _as_uint8_images(decode(z)), batch=encode_batch)
+
+    base = roundtrip(codes)
+    perturbed = np.stack(
+        [roundtrip(codes + delta * np.eye(codes.shape[1])[i]) for i in range(codes.shape[1])]
+    )  # (L, n, L)
+    return metrics.perturbation_matrix(base, perturbed)
+
+
+def _graph_scores(codes, factors, generator) -> tuple[dict[str, float], np.ndarray]:
+    """Assignment, pairwise entanglement over DAG edges and DAG leakage, with concept names."""
+    names = list(generator.concept_names)
+    assignment = metrics.concept_assignment(codes, factors)
+    out = {"assignment": assignment.score}
+    edges = list(generator.dag.edges)
+    if edges:
+        pairs = [(names.index(a), names.index(b)) for a, b in edges]
+        values = metrics.pairwise_entanglement(codes, factors, pairs)
+        for (a, b), value in zip(edges, values, strict=True):
+            out[f"entanglement.{a}-{b}"] = float(value)
+        out["entanglement"] = float(values.mean())
+    parents = [[names.index(p) for p in generator.dag.parents(name)] for name in names]
+    leakage = metrics.dag_leakage(codes, factors, parents)
+    for k, value in leakage.items():
+        out[f"leakage.{names[k]}"] = value
+    if leakage:
+        out["leakage"] = float(np.mean(list(leakage.values())))
+    return out, assignment.latent_of_concept
+
+
+def evaluate_encoder(
+    encode: Encode,
+    generator,
+    datasets: Mapping[str, Any],
+    *,
+    seed: int,
+    config: EvalConfig = EvalConfig(),
+) -> dict[str, float]:
+    """Every score of an encoder on each data split, as one flat dict of floats.
+
+    For each ``split, dataset`` (a `toybench.data.Dataset`: uint8 ``images``, ``factors`` in the
+    generator's concept order, ``corr``): the dataset's images are encoded and scored with
+    `toybench.metrics.score` (keys ``"<split>.mig"``, ``"<split>.dci.disentanglement"``, ...),
+    the Hungarian assignment score, pairwise entanglement of every DAG edge and the DAG leakage of
+    every concept with parents. On the splits in ``config.intervention_splits`` the
+    generator-based scores follow, sampled at the split's σ: ``factor_vae.*``, ``beta_vae.*`` and
+    ``consistency*``.
+
+    Parameters
+    ----------
+    encode : callable, uint8 images (n, C, H, W) -> codes (n, L)
+    generator : the `toybench.scm` generator the datasets were drawn from
+    datasets : mapping split name -> Dataset
+    seed : int
+        Seeds every sampled batch (one independent stream per split name).
+    config : EvalConfig
+
+    Returns
+    -------
+    dict[str, float]
+    """
+    out: dict[str, float] = {}
+    for split, dataset in datasets.items():
+        concepts = tuple(dataset.concepts)
+        if concepts != tuple(generator.concept_names):
+            raise ToybenchError(
+                f"dataset {split!r} has concepts {list(concepts)} but the generator has "
+                f"{list(generator.concept_names)}"
+            )
+        codes = encode_images(encode, dataset.images, batch=config.encode_batch)
+        scores = metrics.score(codes, dataset.factors, dci_backend=config.dci_backend)
+        graph, latent_of_concept = _graph_scores(codes, dataset.factors, generator)
+        scores.update(graph)
+        if split in config.intervention_splits:
+            rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
+            corr = float(dataset.corr)
+            fvae = factor_vae_score(encode, generator, corr=corr, rng=rng, config=config)
+            bvae = beta_vae_score(encode, generator, corr=corr, rng=rng, config=config)
+            scores.update(
+                {
+                    "factor_vae.train_accuracy": fvae.train_accuracy,
+                    "factor_vae.eval_accuracy": fvae.eval_accuracy,
+                    "factor_vae.n_active": float(fvae.n_active),
+                    "beta_vae.train_accuracy": bvae.train_accuracy,
+                    "beta_vae.eval_accuracy": bvae.eval_accuracy,
+                }
+            )
+            scores.update(
+                intervention_consistency_scores(
+                    encode, generator, latent_of_concept, corr=corr, rng=rng,
+                    n_pairs=config.consistency_pairs, encode_batch=config.encode_batch,
+                )
+            )
+        out.update({f"{split}.{key}": float(value) for key, value in scores.items()})
+    return out
+
+
+def load_codes_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``codes`` and ``factors`` from an ``.npz`` (no pickles).
+
+    Raises
+    ------
+    ToybenchError
+        One line naming the file: missing, not an ``.npz``, or without the two arrays.
+    """
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ToybenchError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise ToybenchError(f"{path}: not a readable .npz archive ({err})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ToybenchError(f"{path}: a single .npy array, expected an .npz with codes and factors")
+    with archive:
+        missing = [key for key in ("codes", "factors") if key not in archive.files]
+        if missing:
+            raise ToybenchError(
+                f"{path}: missing array(s) {missing}; it holds {sorted(archive.files)}, "
+                "expected 'codes' (n, L) and 'factors' (n, K)"
+            )
+        try:
+            return archive["codes"], archive["factors"]
+        except ValueError as err:  # object arrays need pickles
+            raise ToybenchError(f"{path}: cannot read arrays without pickle ({err})") from None
+
+
+def score_codes_file(path: str | Path, *, dci_backend: str = "fast") -> dict[str, float]:
+    """`toybench.metrics.score` of the ``codes`` and ``factors`` stored in an ``.npz``.
+
+    Raises
+    ------
+    ToybenchError
+        One line for an unreadable file or arrays the metrics refuse (shapes, NaN, ...).
+    """
+    codes, factors = load_codes_npz(path)
+    try:
+        return metrics.score(codes, factors, dci_backend=dci_backend)
+    except (ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ToybenchError(f"{path}: {message}") from None
+
+
+def format_scores(scores: Mapping[str, float]) -> str:
+    """A two-column text table of scores, keys in the given order."""
+    width = max((len(key) for key in scores), default=0)
+    return "\n".join(f"{key:<{width}}  {value:.4f}" for key, value in scores.items())
