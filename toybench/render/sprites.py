@@ -195,23 +195,29 @@ def render_packed(
         shape[first], scale[first], orientation[first], fx[first], fy[first], radius, unit
     )  # (m, P)
 
-    canvas_words = np.zeros((n, size), dtype=">u8")  # big-endian: bytes come out in packbits order
+    # rows of each image as native 64-bit words, padded by one patch above and below so that a
+    # sprite reaching past the edge needs no masking; the padding is cut off at the end
+    padded = size + 2 * patch
+    canvas_words = np.zeros((n, padded), dtype=np.uint64)
+    flat_words = canvas_words.reshape(-1)
     rows = np.arange(patch)
     for start in range(0, n, _CHUNK):
         block = slice(start, min(start + _CHUNK, n))
         w = words[which[block]]  # (b, P)
-        left = (ix[block] - radius)[:, None]  # column of patch pixel 0
-        shifted = np.where(
-            left >= 0,
-            w >> np.clip(left, 0, 63).astype(np.uint64),
-            w << np.clip(-left, 0, 63).astype(np.uint64),
-        )  # (b, P)
-        canvas_rows = (iy[block] - radius)[:, None] + rows[None, :]  # (b, P)
-        valid = (canvas_rows >= 0) & (canvas_rows < size)
-        b_idx = np.broadcast_to(np.arange(block.start, block.stop)[:, None], valid.shape)
-        canvas_words[b_idx[valid], canvas_rows[valid]] = shifted[valid]
-    packed = canvas_words.view(np.uint8).reshape(n, size, 8)  # (n, size, 8 bytes)
-    return np.ascontiguousarray(packed[:, :, : size // 8])
+        left = (ix[block] - radius)[:, None]  # canvas column of patch pixel 0
+        if left.min(initial=0) >= 0:  # the usual case: only right shifts
+            shifted = w >> left.astype(np.uint64)
+        else:
+            shifted = np.where(
+                left >= 0,
+                w >> np.clip(left, 0, 63).astype(np.uint64),
+                w << np.clip(-left, 0, 63).astype(np.uint64),
+            )  # (b, P)
+        top = np.arange(block.start, block.stop) * padded + (iy[block] - radius + patch)  # (b,)
+        flat_words[top[:, None] + rows[None, :]] = shifted  # (b, P) rows written in place
+    words_be = canvas_words[:, patch : patch + size].astype(">u8")  # bytes in packbits order
+    packed = words_be.view(np.uint8).reshape(n, size, 8)  # (n, size, 8 bytes)
+    return packed if size == 64 else np.ascontiguousarray(packed[:, :, : size // 8])
 
 
 def render(values: Mapping[str, np.ndarray], size: int = 64) -> np.ndarray:
