@@ -97,6 +97,25 @@ class CSVAEConfig:
                 f"csvae.supervision_weight must be >= 0, got {self.supervision_weight}")
 
 
+def precision_weighted(
+    mu_a: Tensor, logvar_a: Tensor, mu_b: Tensor, logvar_b: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Product of two Gaussians, renormalized (Sønderby et al. 2016, eq. 17-18).
+
+    σ² = 1 / (σ_a⁻² + σ_b⁻²) and μ = (μ_a σ_a⁻² + μ_b σ_b⁻²) σ², computed stably: the weight of
+    μ_a is σ_a⁻² / (σ_a⁻² + σ_b⁻²) = sigmoid(log σ_b² − log σ_a²). All inputs share one shape.
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        μ and log σ² of the combination.
+    """
+    weight_a = torch.sigmoid(logvar_b - logvar_a)
+    mu = weight_a * mu_a + (1.0 - weight_a) * mu_b
+    logvar = -torch.logaddexp(-logvar_a, -logvar_b)
+    return mu, logvar
+
+
 @dataclass
 class _Block:
     """One latent block after inference: posterior, prior (None = N(0, I)) and the value used."""
@@ -197,11 +216,7 @@ class CSVAE(nn.Module):
                 else:
                     prior_mu = torch.zeros_like(mu_b)
                     prior_logvar = torch.zeros_like(logvar_b)
-                # Precision weighting (Sønderby et al. 2016, eq. 17-18), in a stable form:
-                # weight of the bottom-up mean = σ̂⁻² / (σ̂⁻² + σ_p⁻²) = sigmoid(log σ_p² − log σ̂²).
-                weight = torch.sigmoid(prior_logvar - logvar_b)
-                mu = weight * mu_b + (1.0 - weight) * prior_mu
-                logvar = -torch.logaddexp(-logvar_b, -prior_logvar)
+                mu, logvar = precision_weighted(mu_b, logvar_b, prior_mu, prior_logvar)
                 z = sample_gaussian(mu, logvar, generator) if sample else mu
                 blocks[name] = _Block(mu, logvar, prior_mu, prior_logvar, z)
         if STYLE in self.columns:

@@ -9,8 +9,8 @@ Per image, with q(z|x) = N(μ(x), diag σ²(x)) and p(z) = N(0, I), the minimize
     recon_weight · (−log p(x|z))  +  kl_weight · [β · KL(q(z|x) || p(z))  +  (β_TC − 1) · TC]
 
 averaged over the batch, where −log p(x|z) is summed over pixels (see ``likelihoods.py``),
-``kl_weight`` is the training loop's schedule value, and TC is the minibatch-weighted-sampling
-estimate of the total correlation KL(q(z) || Π_d q(z_d)) (Chen et al. 2018, Sec. 4.1 / eq. S7).
+``kl_weight`` is the training loop's schedule value, and TC is a minibatch estimate of the total
+correlation KL(q(z) || Π_d q(z_d)) (Chen et al. 2018, Sec. 4.1; see ``total_correlation``).
 Since E_x KL(q(z|x) || p(z)) = MI(x; z) + TC + Σ_d KL(q(z_d) || p(z_d)) (Chen et al. eq. 2), adding
 (β_TC − 1)·TC to the analytic KL weighs TC by β_TC and the other two terms by 1 — Chen et al.'s
 eq. 4 with α = γ = 1, in the form used by disentanglement_lib (lower variance than estimating all
@@ -52,9 +52,8 @@ class VAEConfig:
     tc_beta : float
         Weight of the total-correlation term (Chen et al. 2018's β); 1 adds nothing.
     dataset_size : int
-        N of the minibatch-weighted-sampling estimator log q(z) ≈ logsumexp_j log q(z|x_j) −
-        log(N·M). It shifts the reported TC by a constant and does not change gradients; set it
-        to the number of training images.
+        N, the number of training images, for the importance weights of the TC estimator
+        (``total_correlation``); keep it equal to ``train.n_train``.
     arch : str
         Conv backbone: ``"auto"`` (by image size), ``"conv32"`` or ``"conv64"``.
     likelihood : str
@@ -81,30 +80,37 @@ class VAEConfig:
 
 
 def total_correlation(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int) -> Tensor:
-    """Minibatch-weighted-sampling estimate of TC = KL(q(z) || Π_d q(z_d)) (Chen et al. 2018).
+    """Minibatch estimate of TC = KL(q(z) || Π_d q(z_d)) (Chen et al. 2018, Sec. 4.1).
 
-    With a batch of M samples z_i ~ q(z|x_i) and N training images,
-    log q(z_i) ≈ logsumexp_j log q(z_i|x_j) − log(N·M), and likewise per dimension for
-    log q(z_{i,d}); TC ≈ mean_i [log q(z_i) − Σ_d log q(z_{i,d})].
+    The aggregate posterior q(z) = (1/N) Σ_n q(z|x_n) is estimated at each z_i ~ q(z|x_i) from the
+    M batch members with importance weights: 1/N for the sample's own image and (N − 1)/(N(M − 1))
+    for each other one. Those are uniform draws from the other N − 1 images, so the estimate of
+    q(z_i) is unbiased (the weights sum to 1); this is Chen et al.'s minibatch-weighted sampling
+    with the own-sample term weighted exactly (their released code divides every term by N·M,
+    which shifts TC by (D − 1)·log N). The same weights give each marginal q(z_{i,d}), and
+    TC ≈ mean_i [log q(z_i) − Σ_d log q(z_{i,d})].
 
     Parameters
     ----------
     z, mu, logvar : Tensor
         ``(M, D)`` samples and the posterior parameters they were drawn from (float32).
     dataset_size : int
-        N.
+        N (at least M).
 
     Returns
     -------
     Tensor
-        Scalar estimate (can be slightly negative: it is a biased estimator).
+        Scalar estimate (0 when all posteriors coincide; can be slightly negative).
     """
     batch = z.shape[0]
+    n = max(dataset_size, batch)
     # log q(z_{i,d} | x_j) for all pairs: (M, 1, D) vs (1, M, D) -> (M, M, D).
     log_q_pairs = log_normal(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))
-    log_norm = math.log(dataset_size * batch)
-    log_qz = torch.logsumexp(log_q_pairs.sum(dim=2), dim=1) - log_norm  # (M,)
-    log_qz_marginals = (torch.logsumexp(log_q_pairs, dim=1) - log_norm).sum(dim=1)  # (M,)
+    other = math.log((n - 1) / (n * (batch - 1))) if batch > 1 else 0.0
+    log_w = torch.full((batch, batch), other, dtype=z.dtype, device=z.device)
+    log_w.fill_diagonal_(-math.log(n))  # (M, M): row i weights the images j for the sample z_i
+    log_qz = torch.logsumexp(log_w + log_q_pairs.sum(dim=2), dim=1)  # (M,)
+    log_qz_marginals = torch.logsumexp(log_w.unsqueeze(2) + log_q_pairs, dim=1).sum(dim=1)  # (M,)
     return (log_qz - log_qz_marginals).mean()
 
 

@@ -1,0 +1,485 @@
+"""Contract tests over every shipped baseline, plus known answers for the models' building blocks.
+
+Every ``baselines/*.toml`` is built from its own ``family`` and ``[model]`` table (at 32×32, and a
+64×64 smoke check) and gets the same checks: finite loss, every parameter gets a gradient, the loss
+falls within 20 CPU Adam steps, encode/decode shapes, units cover the codes, bf16 autocast with
+channels_last, pinned parameter counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+
+from toybench.errors import ToybenchError
+from toybench.models import MODELS, build_model, model_config
+from toybench.models.common import kl_normal, kl_standard_normal, log_normal
+from toybench.models.csvae import precision_weighted
+from toybench.models.likelihoods import Likelihood
+from toybench.models.nets import resolve_arch
+from toybench.models.vae import total_correlation
+from toybench.resources import shipped_specs
+from toybench.scm import DAG
+from toybench.train import TrainConfig
+
+BASELINES = shipped_specs("baselines")
+SPECS = {name: tomllib.loads(path.read_text()) for name, path in BASELINES.items()}
+NEURAL = sorted(name for name, spec in SPECS.items() if spec["family"] != "pca")
+
+CONCEPT_SIZES = {"shape": 3, "scale": 4, "pos_x": 6, "pos_y": 6}
+NODES = tuple(CONCEPT_SIZES)
+DAGS = {
+    "empty": DAG(NODES, ()),
+    "chain": DAG(NODES, (("shape", "scale"), ("scale", "pos_x"), ("pos_x", "pos_y"))),
+    "fork": DAG(NODES, (("shape", "scale"), ("shape", "pos_x"), ("shape", "pos_y"))),
+    "collider": DAG(NODES, (("shape", "pos_y"), ("pos_x", "pos_y"), ("scale", "pos_y"))),
+}
+TEST_DAG = DAG(NODES, (("shape", "scale"), ("shape", "pos_x"), ("scale", "pos_x")))
+
+# Parameters at (1, 32, 32) with TEST_DAG / CONCEPT_SIZES, and at (3, 64, 64). Pinned so that an
+# architecture change is a deliberate, visible edit. The 64×64 VAE is the Burgess et al. network:
+# convs 1,568 (RGB) + 16,416 + 32,832 + 65,600, FC 262,400, head 5,140; decoder FC 2,816 +
+# 263,168, deconvs 65,600 + 32,800 + 16,416 + 1,539 (RGB) = 766,295. CSVAE adds its prior MLPs
+# (228 for scale | shape, 292 for pos_x | shape, scale) and classifiers (57); the head and decoder
+# input keep the VAE's size because 4 concepts x 2 units + 2 style units = 10 codes.
+PARAMS_32 = {
+    "vae": 633045, "beta-vae": 633045, "beta-tcvae": 633045,
+    "csvae": 633622, "hvae": 749925, "pca": 0,
+}
+PARAMS_64 = {
+    "vae": 766295, "beta-vae": 766295, "beta-tcvae": 766295,
+    "csvae": 766872, "hvae": 883175, "pca": 0,
+}
+
+
+def _build(name: str, image_shape=(1, 32, 32), dag=TEST_DAG, **overrides):
+    spec = SPECS[name]
+    config = model_config(spec["family"], {**spec.get("model", {}), **overrides})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # parameter init only; the caller's RNG is untouched
+        return build_model(spec["family"], config, image_shape=image_shape, dag=dag,
+                           concept_sizes=CONCEPT_SIZES)
+
+
+def _batch(n: int = 8, channels: int = 1, size: int = 32, seed: int = 0):
+    """Bright squares whose size and position follow the factors; ``(x, factors)``."""
+    rng = np.random.default_rng(seed)
+    factors = np.stack([rng.integers(0, k, n) for k in CONCEPT_SIZES.values()], axis=1)
+    images = np.zeros((n, channels, size, size), np.float32)
+    for i, (shape, scale, px, py) in enumerate(factors):
+        half = size // 16 + scale * size // 16
+        cx = half + px * (size - 2 * half) // 5
+        cy = half + py * (size - 2 * half) // 5
+        images[i, :, cy - half:cy + half, cx - half:cx + half] = 0.4 + 0.3 * shape
+    return torch.from_numpy(images), torch.from_numpy(factors.astype(np.int64))
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- the baseline files -------------------------------------------------------------------------
+
+def test_all_six_baselines_ship():
+    assert set(BASELINES) == {"vae", "beta-vae", "beta-tcvae", "csvae", "hvae", "pca"}
+    assert set(PARAMS_32) == set(BASELINES)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baseline_file_keys_are_config_fields(name):
+    spec = SPECS[name]
+    assert set(spec) <= {"name", "description", "family", "model", "train", "protocols"}
+    assert spec["family"] in MODELS and spec["description"].strip()
+    model_config(spec["family"], spec.get("model", {}))  # unknown keys / bad values raise
+    TrainConfig(**spec.get("train", {}))
+    fields = {"model": set(MODELS[spec["family"]][0].__dataclass_fields__),
+              "train": set(TrainConfig.__dataclass_fields__)}
+    assert set(spec["protocols"]) == {"quick", "standard"}
+    for overrides in spec["protocols"].values():
+        for section, table in overrides.items():
+            assert set(table) <= fields[section], (section, table)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_standard_protocol_image_budget(name):
+    # standard <= 90 s at ~6000 img/s (VAE, 32x32, bf16) leaves room for data and scoring;
+    # quick is a fraction of that.
+    spec = SPECS[name]
+    for protocol, limit in (("quick", 60_000), ("standard", 300_000)):
+        train = {**spec["train"], **spec["protocols"][protocol]["train"]}
+        assert train["steps"] * train["batch_size"] <= limit, protocol
+
+
+# --- contract tests over every neural baseline --------------------------------------------------
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_loss_is_finite_with_consistent_fields(name):
+    model = _build(name)
+    x, factors = _batch()
+    out = model.loss(x, 0, factors=factors, generator=_gen())
+    for value in (out.total, out.recon, out.kl):
+        assert value.shape == () and value.dtype == torch.float32 and torch.isfinite(value)
+    assert out.kl_per_unit.shape == (model.n_codes,)
+    assert torch.isfinite(out.kl_per_unit).all() and (out.kl_per_unit >= -1e-6).all()
+    torch.testing.assert_close(out.kl_per_unit.sum(), out.kl)
+    assert all(v.shape == () and torch.isfinite(v) for v in out.extras.values())
+    # Bernoulli NLL of [0, 1] images is positive; the untrained decoder predicts ~0.5 everywhere.
+    assert 0 < out.recon.item() < 1024 * math.log(2) * 1.5
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_every_parameter_gets_a_gradient(name):
+    model = _build(name)
+    x, factors = _batch()
+    model.loss(x, 0, factors=factors, kl_weight=0.5, generator=_gen()).total.backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, pname
+        assert torch.isfinite(param.grad).all(), pname
+        assert param.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_loss_falls_within_20_adam_steps(name):
+    model = _build(name)
+    x, factors = _batch()
+    before = model.loss(x, 0, factors=factors, generator=_gen(1)).total.item()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    noise = _gen(2)
+    for step in range(20):
+        optimizer.zero_grad()
+        model.loss(x, step, factors=factors, generator=noise).total.backward()
+        optimizer.step()
+    after = model.loss(x, 20, factors=factors, generator=_gen(1)).total.item()
+    assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+@pytest.mark.parametrize("image_shape", [(1, 32, 32), (3, 64, 64)])
+def test_encode_decode_shapes_units_and_parameter_count(name, image_shape):
+    model = _build(name, image_shape=image_shape)
+    x, _ = _batch(n=4, channels=image_shape[0], size=image_shape[1])
+    if not model.trainable:
+        model.fit(_batch(n=32, channels=image_shape[0], size=image_shape[1], seed=1)[0])
+    expected = (PARAMS_32 if image_shape[1] == 32 else PARAMS_64)[name]
+    assert sum(p.numel() for p in model.parameters()) == expected
+    with torch.no_grad():
+        codes = model.encode(x)
+        image = model.decode(codes)
+        stats = model.posteriors(x)
+    assert codes.shape == (4, model.n_codes) and torch.isfinite(codes).all()
+    assert image.shape == x.shape and image.min() >= 0 and image.max() <= 1
+    columns = sorted(c for group in model.units() for c in group.columns)
+    assert columns == list(range(model.n_codes))
+    if stats:  # PCA has no posterior
+        torch.testing.assert_close(torch.cat([mu for mu, _ in stats.values()], dim=1), codes)
+        assert all((sigma > 0).all() for _, sigma in stats.values())
+        assert [g.name for g in model.units()] == list(stats)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_bf16_autocast_channels_last_matches_fp32(name):
+    model = _build(name)
+    x, factors = _batch()
+    reference = model.loss(x, 0, factors=factors, generator=_gen(3)).total
+    model = model.to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.loss(x.contiguous(memory_format=torch.channels_last), 0, factors=factors,
+                         generator=_gen(3))
+    assert out.total.dtype == torch.float32 and torch.isfinite(out.total)
+    assert abs(out.total.item() - reference.item()) < 0.02 * abs(reference.item())
+    out.total.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_same_generator_same_loss(name):
+    model = _build(name)
+    x, factors = _batch()
+    first = model.loss(x, 0, factors=factors, generator=_gen(5)).total
+    second = model.loss(x, 0, factors=factors, generator=_gen(5)).total
+    third = model.loss(x, 0, factors=factors, generator=_gen(6)).total
+    assert first.item() == second.item() and first.item() != third.item()
+
+
+# --- VAE / β-VAE / β-TCVAE ----------------------------------------------------------------------
+
+def test_vae_objective_is_recon_plus_weighted_kl():
+    x, _ = _batch()
+    model = _build("beta-vae")
+    assert model.config.beta == 4.0
+    out = model.loss(x, 0, kl_weight=0.25, recon_weight=2.0, generator=_gen())
+    torch.testing.assert_close(out.total, 2.0 * out.recon + 0.25 * 4.0 * out.kl)
+    out = model.loss(x, 0, kl_weight=0.0, generator=_gen())
+    torch.testing.assert_close(out.total, out.recon)
+
+
+def test_beta_tcvae_adds_weighted_total_correlation():
+    x, _ = _batch()
+    model = _build("beta-tcvae")
+    out = model.loss(x, 0, generator=_gen())
+    tc_beta = model.config.tc_beta
+    torch.testing.assert_close(out.total, out.recon + out.kl + (tc_beta - 1.0) * out.extras["tc"])
+
+
+def test_total_correlation_known_answer_for_identical_posteriors():
+    # All M posteriors equal and factorized: the importance weights sum to 1, so the estimated
+    # q(z) is q(z|x) = Π_d q(z_d|x) and TC = 0 exactly, whatever N.
+    gen = _gen()
+    mu = torch.randn(1, 5, generator=gen).expand(7, 5)
+    logvar = torch.randn(1, 5, generator=gen).expand(7, 5)
+    z = torch.randn(7, 5, generator=gen)
+    for n in (7, 1000):
+        assert total_correlation(z, mu, logvar, dataset_size=n).item() == pytest.approx(0, abs=1e-4)
+
+
+def test_total_correlation_matches_the_gaussian_closed_form():
+    # Posterior means on the diagonal (x, x) + small noise, posterior σ = 0.3: the aggregate q(z)
+    # is bivariate Gaussian with unit covariance and variances 1 + 0.05² + 0.3², so
+    # TC = −½ log(1 − ρ²) with ρ = 1 / 1.0925 (0.91 nats); independent means give TC ≈ 0.
+    gen = _gen()
+    m, sigma = 512, 0.3
+    shared = torch.randn(m, 1, generator=gen).repeat(1, 2)  # (m, 2), both columns equal
+    dependent = shared + 0.05 * torch.randn(m, 2, generator=gen)
+    independent = torch.randn(m, 2, generator=gen)
+    logvar = torch.full((m, 2), math.log(sigma**2))
+    rho = 1.0 / (1.0 + 0.05**2 + sigma**2)
+    for means, expected in ((dependent, -0.5 * math.log(1 - rho**2)), (independent, 0.0)):
+        z = means + sigma * torch.randn(m, 2, generator=gen)
+        tc = total_correlation(z, means, logvar, dataset_size=m).item()
+        assert tc == pytest.approx(expected, abs=0.12), (tc, expected)
+
+
+# --- Gaussian algebra and likelihoods -----------------------------------------------------------
+
+def test_gaussian_kls_match_torch_distributions():
+    gen = _gen()
+    mu_q, lv_q, mu_p, lv_p = (torch.randn(6, 3, generator=gen) for _ in range(4))
+    q = torch.distributions.Normal(mu_q, (0.5 * lv_q).exp())
+    p = torch.distributions.Normal(mu_p, (0.5 * lv_p).exp())
+    torch.testing.assert_close(kl_normal(mu_q, lv_q, mu_p, lv_p),
+                               torch.distributions.kl_divergence(q, p))
+    zeros = torch.zeros_like(mu_q)
+    torch.testing.assert_close(kl_standard_normal(mu_q, lv_q), kl_normal(mu_q, lv_q, zeros, zeros))
+    assert kl_standard_normal(zeros, zeros).abs().max() == 0
+    z = torch.randn(6, 3, generator=gen)
+    torch.testing.assert_close(log_normal(z, mu_q, lv_q), q.log_prob(z))
+
+
+def test_precision_weighting_known_answers():
+    mu_a, mu_b = torch.tensor([1.0]), torch.tensor([3.0])
+    mu, logvar = precision_weighted(mu_a, torch.zeros(1), mu_b, torch.zeros(1))
+    assert mu.item() == pytest.approx(2.0) and logvar.exp().item() == pytest.approx(0.5)
+    # σ_a² = 1, σ_b² = 3: precisions 1 and 1/3 -> σ² = 3/4, μ = (1 + 3/3) · 3/4 = 1.5.
+    mu, logvar = precision_weighted(mu_a, torch.zeros(1), mu_b, torch.log(torch.tensor([3.0])))
+    assert mu.item() == pytest.approx(1.5) and logvar.exp().item() == pytest.approx(0.75)
+
+
+def test_likelihoods_match_closed_forms():
+    gen = _gen()
+    x = torch.rand(2, 1, 4, 4, generator=gen)
+    out = torch.randn(2, 1, 4, 4, generator=gen)
+    p = torch.sigmoid(out)
+    bce = -(x * p.log() + (1 - x) * (1 - p).log()).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(Likelihood("bernoulli").nll(out, x), bce)
+    normal = torch.distributions.Normal(p, 0.2)
+    torch.testing.assert_close(Likelihood("gaussian", sigma=0.2).nll(out, x),
+                               -normal.log_prob(x).sum(dim=(1, 2, 3)))
+    learned = Likelihood("gaussian_learned", variance_floor=1e-3)
+    raw = torch.cat([out, torch.full_like(out, -200.0)], dim=1)  # softplus -> 0: variance = floor
+    floor = torch.distributions.Normal(p, math.sqrt(1e-3))
+    torch.testing.assert_close(learned.nll(raw, x), -floor.log_prob(x).sum(dim=(1, 2, 3)))
+    torch.testing.assert_close(learned.mean(raw), p)
+
+
+def test_learned_variance_stays_finite_when_the_decoder_explodes():
+    model = _build("vae", likelihood="gaussian_learned")
+    x, _ = _batch()
+    with torch.no_grad():
+        model.decoder.deconvs[-1].bias[1:] = -1e4  # variance logits -> softplus ~ 0
+    out = model.loss(x, 0, generator=_gen())
+    assert torch.isfinite(out.total)
+    out.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# --- CSVAE --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dag_name", sorted(DAGS))
+def test_csvae_follows_any_dag(dag_name):
+    dag = DAGS[dag_name]
+    model = _build("csvae", dag=dag)
+    with_parents = {n for n in NODES if dag.parents(n)}
+    assert set(model.priors) == with_parents
+    assert [(g.name, g.kind) for g in model.units()] == (
+        [(n, "concept") for n in NODES] + [("style", "style")])
+    x, factors = _batch()
+    out = model.loss(x, 0, factors=factors, generator=_gen())
+    assert torch.isfinite(out.total)
+    out.total.backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, pname
+
+
+def test_csvae_child_prior_reads_its_parents():
+    model = _build("csvae", dag=DAGS["chain"])
+    x, _ = _batch()
+    parent = torch.zeros(8, model.config.unit_dim)
+    prior = model.priors["scale"]
+    assert not torch.allclose(prior(parent), prior(parent + 1.0))
+    # The top-down pass: the child's posterior changes with the parent's value, the root's not.
+    blocks = model._infer(x, None, sample=False)
+    with torch.no_grad():
+        model.heads.bias[0] += 5.0  # shift the root's (shape) bottom-up mean
+    shifted = model._infer(x, None, sample=False)
+    assert not torch.allclose(blocks["shape"].mu, shifted["shape"].mu)
+    assert not torch.allclose(blocks["scale"].prior_mu, shifted["scale"].prior_mu)
+    assert torch.equal(blocks["shape"].prior_mu, torch.zeros_like(blocks["shape"].mu))
+    # Information flows top-down only: moving the leaf's (pos_y) proposal leaves its ancestors.
+    with torch.no_grad():
+        model.heads.bias[model.columns["pos_y"][0]] += 5.0
+    leaf_shifted = model._infer(x, None, sample=False)
+    for name in ("shape", "scale", "pos_x"):
+        torch.testing.assert_close(leaf_shifted[name].mu, shifted[name].mu)
+    assert not torch.allclose(leaf_shifted["pos_y"].mu, shifted["pos_y"].mu)
+
+
+def test_csvae_supervision_uses_only_labelled_rows():
+    model = _build("csvae")
+    x, factors = _batch()
+    assert model.config.supervision_weight > 0 and set(model.classifiers) == set(NODES)
+    unlabelled = torch.full_like(factors, -1)
+    out = model.loss(x, 0, factors=unlabelled, generator=_gen())
+    assert out.extras["supervision"].item() == 0.0
+    assert "supervision" not in model.loss(x, 0, generator=_gen()).extras
+    labelled = model.loss(x, 0, factors=factors, generator=_gen())
+    plain = model.loss(x, 0, generator=_gen())
+    weight = model.config.supervision_weight
+    torch.testing.assert_close(labelled.total,
+                               plain.total + weight * labelled.extras["supervision"])
+    # At init each classifier is near uniform: CE ≈ Σ_c log(levels_c).
+    expected = sum(math.log(k) for k in CONCEPT_SIZES.values())
+    assert labelled.extras["supervision"].item() == pytest.approx(expected, rel=0.3)
+
+
+def test_csvae_without_supervision_has_no_classifiers():
+    model = _build("csvae", supervision_weight=0.0)
+    assert len(model.classifiers) == 0
+    assert model.n_codes == len(NODES) * model.config.unit_dim + model.config.style_dim
+
+
+def test_csvae_rejects_concepts_that_are_not_the_dag_nodes():
+    config = model_config("csvae")
+    with pytest.raises(ToybenchError, match="do not match"):
+        build_model("csvae", config, image_shape=(1, 32, 32), dag=TEST_DAG,
+                    concept_sizes={"shape": 3, "scale": 4})
+    with pytest.raises(ToybenchError, match="needs the generator's DAG"):
+        build_model("csvae", config, image_shape=(1, 32, 32))
+
+
+# --- HVAE ---------------------------------------------------------------------------------------
+
+def test_hvae_layers_free_bits_and_balance():
+    model = _build("hvae")
+    dims = model.config.latent_dims
+    assert [g.name for g in model.units()] == ["z1", "z2", "z3"]
+    assert [len(g.columns) for g in model.units()] == list(dims)
+    x, _ = _batch()
+    full = model.loss(x, 0, kl_weight=1.0, generator=_gen())
+    assert all(v.item() == 1.0 for k, v in full.extras.items() if k.startswith("kl_balance"))
+    warm = model.loss(x, 0, kl_weight=0.5, generator=_gen())
+    coeffs = torch.stack([warm.extras[f"kl_balance.z{i + 1}"] for i in range(len(dims))])
+    assert coeffs.mean().item() == pytest.approx(1.0)
+    # Known answer: with kl_weight=1 and no balancing, total = recon + β Σ_l max(KL_l, fb·d_l).
+    per_layer = [full.kl_per_unit[g.columns[0]:g.columns[-1] + 1].sum() for g in model.units()]
+    penalty = sum(max(k.item(), model.config.free_bits * d) for k, d in zip(per_layer, dims,
+                                                                          strict=True))
+    assert full.total.item() == pytest.approx(full.recon.item() + model.config.beta * penalty,
+                                              rel=1e-5)
+
+
+def test_hvae_latent_dims_are_validated():
+    with pytest.raises(ToybenchError, match="latent_dims"):
+        model_config("hvae", {"latent_dims": [4]})
+    assert model_config("hvae", {"latent_dims": [4, 2]}).latent_dims == (4, 2)
+
+
+# --- PCA ----------------------------------------------------------------------------------------
+
+def _pca_data():
+    x, _ = _batch(n=64, seed=3)
+    return (x * 255).round().to(torch.uint8)
+
+
+def test_pca_reconstructs_better_than_the_mean_image_and_is_deterministic():
+    images = _pca_data()
+    model = _build("pca")
+    assert model.trainable is False and list(model.parameters()) == []
+    with pytest.raises(ToybenchError, match="fit"):
+        model.encode(images.float())
+    model.fit(images)
+    x = images.float() / 255
+    recon = model.decode(model.encode(x))
+    mean_error = (x - x.mean(dim=0)).pow(2).sum()
+    assert (recon - x).pow(2).sum() < 0.5 * mean_error
+    out = model.loss(x, 0)
+    assert out.kl.item() == 0 and out.recon.item() == pytest.approx(
+        (recon - x).pow(2).sum().item() / len(x), rel=1e-4)
+    again = _build("pca")
+    again.fit(images.numpy())
+    torch.testing.assert_close(again.encode(x), model.encode(x), rtol=0, atol=0)
+
+
+def test_pca_matches_exact_svd():
+    images = _pca_data()
+    model = _build("pca")
+    model.fit(images)
+    data = images.reshape(len(images), -1).double().numpy() / 255
+    centred = data - data.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    k = model.n_codes
+    exact = vt[:k].T @ vt[:k]  # (D, D) projector onto the top-k subspace
+    ours = model.components.double().numpy()
+    np.testing.assert_allclose(ours @ ours.T, np.eye(k), atol=1e-5)
+    np.testing.assert_allclose(ours.T @ ours, exact, atol=1e-3)
+    np.testing.assert_allclose(model.explained_variance.numpy(),
+                               singular[:k] ** 2 / (len(images) - 1), rtol=1e-3)
+
+
+def test_pca_state_dict_roundtrip_and_bad_input():
+    images = _pca_data()
+    model = _build("pca")
+    model.fit(images)
+    fresh = _build("pca")
+    fresh.load_state_dict(model.state_dict())
+    x = images.float() / 255
+    torch.testing.assert_close(fresh.encode(x), model.encode(x))
+    with pytest.raises(ToybenchError, match="shape"):
+        fresh.fit(images[:, :, :16])
+    with pytest.raises(ToybenchError, match="at least"):
+        _build("pca").fit(images[:3])
+
+
+# --- registry and configs -----------------------------------------------------------------------
+
+def test_registry_and_config_errors_name_the_allowed_values():
+    with pytest.raises(KeyError, match="valid: vae, csvae, hvae, pca"):
+        model_config("nope")
+    with pytest.raises(ToybenchError, match="unknown vae model key 'latent'.*latent_dim"):
+        model_config("vae", {"latent": 3})
+    with pytest.raises(ToybenchError, match="likelihood"):
+        model_config("vae", {"likelihood": "poisson"})
+    with pytest.raises(ToybenchError, match="no conv backbone for 48x48"):
+        resolve_arch("auto", (1, 48, 48))
+    with pytest.raises(ToybenchError, match="is for 64x64"):
+        resolve_arch("conv64", (1, 32, 32))
+    with pytest.raises(TypeError):
+        build_model("vae", model_config("hvae"), image_shape=(1, 32, 32))
+    for config_class, _ in MODELS.values():
+        assert dataclasses.is_dataclass(config_class)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(config_class(), next(iter(config_class.__dataclass_fields__)), 1)
