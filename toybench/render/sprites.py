@@ -195,14 +195,15 @@ def render_packed(
         shape[first], scale[first], orientation[first], fx[first], fy[first], radius, unit
     )  # (m, P)
 
-    # rows of each image as native 64-bit words, padded by one patch above and below so that a
-    # sprite reaching past the edge needs no masking; the padding is cut off at the end
+    # rows of each image as 64-bit words; big-endian so the bytes come out in packbits order.
+    # Each block is drawn on native words padded by one patch above and below (a sprite reaching
+    # past the edge then needs no masking), and the padding is cut off when copying it out.
+    words_be = np.empty((n, size), dtype=">u8")
     padded = size + 2 * patch
-    canvas_words = np.zeros((n, padded), dtype=np.uint64)
-    flat_words = canvas_words.reshape(-1)
     rows = np.arange(patch)
     for start in range(0, n, _CHUNK):
         block = slice(start, min(start + _CHUNK, n))
+        b = block.stop - block.start
         w = words[which[block]]  # (b, P)
         left = (ix[block] - radius)[:, None]  # canvas column of patch pixel 0
         if left.min(initial=0) >= 0:  # the usual case: only right shifts
@@ -213,9 +214,10 @@ def render_packed(
                 w >> np.clip(left, 0, 63).astype(np.uint64),
                 w << np.clip(-left, 0, 63).astype(np.uint64),
             )  # (b, P)
-        top = np.arange(block.start, block.stop) * padded + (iy[block] - radius + patch)  # (b,)
-        flat_words[top[:, None] + rows[None, :]] = shifted  # (b, P) rows written in place
-    words_be = canvas_words[:, patch : patch + size].astype(">u8")  # bytes in packbits order
+        canvas = np.zeros((b, padded), dtype=np.uint64)
+        top = np.arange(b) * padded + (iy[block] - radius + patch)  # (b,) flat index of row 0
+        canvas.reshape(-1)[top[:, None] + rows[None, :]] = shifted  # (b, P) rows written in place
+        words_be[block] = canvas[:, patch : patch + size]
     packed = words_be.view(np.uint8).reshape(n, size, 8)  # (n, size, 8 bytes)
     return packed if size == 64 else np.ascontiguousarray(packed[:, :, : size // 8])
 
