@@ -129,5 +129,31 @@ def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
             raise failure from None
 
 
+@main.command(name="score")
+@click.argument("codes_npz", metavar="CODES.npz")
+@click.option("--json", "json_out", default=None, help="also write the scores as flat JSON here")
+@click.option("--dci-backend", type=click.Choice(["fast", "reference"]), default="fast",
+              show_default=True, help="fast = exact re-implementation; reference = scikit-learn")
+def score_command(codes_npz: str, json_out: str | None, dci_backend: str) -> None:
+    """Score the `codes` (n, L) of an .npz against its `factors` (n, K): DCI, MIG, SAP, ..."""
+    from toybench.evaluate import format_scores, score_codes_file
+    from toybench.io import atomic_write_json
+
+    with _UserErrors():
+        scores = score_codes_file(codes_npz, dci_backend=dci_backend)
+        click.echo(format_scores(scores))
+        if json_out is not None:
+            click.echo(f"wrote {atomic_write_json(json_out, scores)}")
+
+
+def _metric_lines() -> list[tuple[str, str]]:
+    from toybench.metrics import METRICS
+
+    return [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in METRICS.items()]
+
+
+LIST_SECTIONS["metrics"] = _metric_lines
+
+
 if __name__ == "__main__":
     main()

@@ -495,13 +495,18 @@ def load_codes_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     try:
-        archive = np.load(path, allow_pickle=False)
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
     except FileNotFoundError:
         raise ToybenchError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ToybenchError(f"{path}: cannot read ({err.strerror or err})") from None
+    if magic != b"PK\x03\x04":
+        raise ToybenchError(f"{path}: not an .npz archive (expected arrays 'codes' and 'factors')")
+    try:
+        archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise ToybenchError(f"{path}: not a readable .npz archive ({err})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ToybenchError(f"{path}: a single .npy array, expected an .npz with codes and factors")
     with archive:
         missing = [key for key in ("codes", "factors") if key not in archive.files]
         if missing:
