@@ -57,6 +57,15 @@ PARAMS_64 = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny batches gain nothing from threads; one thread avoids oversubscribing a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _build(name: str, image_shape=(1, 32, 32), dag=TEST_DAG, **overrides):
     spec = SPECS[name]
     config = model_config(spec["family"], {**spec.get("model", {}), **overrides})
