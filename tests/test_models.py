@@ -180,6 +180,9 @@ def test_encode_decode_shapes_units_and_parameter_count(name, image_shape):
         codes = model.encode(x)
         image = model.decode(codes)
         stats = model.posteriors(x)
+    if model.trainable:
+        factors = _batch(n=4, channels=image_shape[0], size=image_shape[1])[1]
+        assert torch.isfinite(model.loss(x, 0, factors=factors, generator=_gen()).total)
     assert codes.shape == (4, model.n_codes) and torch.isfinite(codes).all()
     assert image.shape == x.shape and image.min() >= 0 and image.max() <= 1
     columns = sorted(c for group in model.units() for c in group.columns)
