@@ -110,8 +110,11 @@ def test_generator_scores_quick_protocol(benchmark, dsprites, score):
     generator, encode = dsprites
     fn = getattr(evaluate, score)
     result = benchmark.pedantic(
-        lambda: fn(encode, generator, corr=0.2, rng=np.random.default_rng(0), config=evaluate.QUICK),
-        rounds=1, iterations=1,
+        lambda: fn(
+            encode, generator, corr=0.2, rng=np.random.default_rng(0), config=evaluate.QUICK
+        ),
+        rounds=1,
+        iterations=1,
     )
     benchmark.extra_info.update(protocol="QUICK", corr=0.2)
     assert 0.0 <= result.eval_accuracy <= 1.0

@@ -12,8 +12,16 @@ from click.testing import CliRunner
 from toybench.cli import main
 
 KEYS = {
-    "mig", "sap", "modularity", "explicitness_train", "explicitness_test", "dci.disentanglement",
-    "dci.completeness", "dci.informativeness_train", "dci.informativeness_test", "active_units",
+    "mig",
+    "sap",
+    "modularity",
+    "explicitness_train",
+    "explicitness_test",
+    "dci.disentanglement",
+    "dci.completeness",
+    "dci.informativeness_train",
+    "dci.informativeness_test",
+    "active_units",
 }
 
 
@@ -38,7 +46,10 @@ def test_score_prints_table_and_writes_flat_json(tmp_path):
     assert KEYS <= set(scores)
     assert all(isinstance(v, float) for v in scores.values())
     assert scores["mig"] > 0.5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npz", "scores.json"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "codes.npz",
+        "scores.json",
+    ]  # no temp left
 
 
 def test_score_without_json_writes_nothing(tmp_path):
@@ -58,7 +69,9 @@ def _bad_files(tmp_path):
     np.savez(tmp_path / "nan.npz", codes=nan_codes, factors=factors)
     np.savez(tmp_path / "ndim.npz", codes=codes[:, 0], factors=factors)
     np.savez(tmp_path / "constant.npz", codes=codes, factors=np.zeros_like(factors))
-    np.savez(tmp_path / "objects.npz", codes=np.array([{"a": 1}] * 3, dtype=object), factors=factors)
+    np.savez(
+        tmp_path / "objects.npz", codes=np.array([{"a": 1}] * 3, dtype=object), factors=factors
+    )
     (tmp_path / "text.npz").write_text("not an archive\n")
     np.save(tmp_path / "single.npy", codes)
     return {
@@ -76,8 +89,17 @@ def _bad_files(tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["missing.npz", "shapes.npz", "nan.npz", "ndim.npz", "constant.npz", "objects.npz",
-     "text.npz", "single.npy", "absent.npz"],
+    [
+        "missing.npz",
+        "shapes.npz",
+        "nan.npz",
+        "ndim.npz",
+        "constant.npz",
+        "objects.npz",
+        "text.npz",
+        "single.npy",
+        "absent.npz",
+    ],
 )
 def test_bad_files_give_one_line_and_nonzero_exit(tmp_path, name):
     expected = _bad_files(tmp_path)[name]

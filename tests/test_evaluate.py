@@ -27,7 +27,7 @@ class FakeDAG:
 
 
 class FakeGenerator:
-    """Contract-shaped generator: b copies a (mod 5) with probability 1 - noise, images hold levels."""
+    """Contract-shaped generator: b copies a with probability 0.8 (σ < inf); images hold levels."""
 
     concept_names = NAMES
     concepts = tuple(SimpleNamespace(name=n, n_levels=s) for n, s in zip(NAMES, SIZES, strict=True))
@@ -74,13 +74,22 @@ except ImportError:
     DCI_BACKEND = "reference"
 
 SMALL = dataclasses.replace(
-    ev.QUICK, dci_backend=DCI_BACKEND, batch_size=16, factor_vae_train=120, factor_vae_eval=60,
-    factor_vae_variance=500, beta_vae_train=150, beta_vae_eval=60, consistency_pairs=200,
+    ev.QUICK,
+    dci_backend=DCI_BACKEND,
+    batch_size=16,
+    factor_vae_train=120,
+    factor_vae_eval=60,
+    factor_vae_variance=500,
+    beta_vae_train=150,
+    beta_vae_eval=60,
+    consistency_pairs=200,
 )
 
 
 def test_factor_vae_oracle_is_perfect():
-    result = ev.factor_vae_score(oracle, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL)
+    result = ev.factor_vae_score(
+        oracle, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL
+    )
     assert result == (1.0, 1.0, 3)
 
 
@@ -88,7 +97,9 @@ def test_factor_vae_prunes_collapsed_dims_and_counts_active():
     def with_dead(images):
         return np.c_[np.zeros(len(images)), oracle(images), np.full(len(images), 0.01)]
 
-    result = ev.factor_vae_score(with_dead, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL)
+    result = ev.factor_vae_score(
+        with_dead, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL
+    )
     assert result == (1.0, 1.0, 3)  # votes land on the live dims' own indices
 
 
@@ -96,7 +107,9 @@ def test_factor_vae_all_collapsed():
     def dead(images):
         return np.zeros((len(images), 2))
 
-    assert ev.factor_vae_score(dead, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL) == (0.0, 0.0, 0)
+    assert ev.factor_vae_score(
+        dead, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL
+    ) == (0.0, 0.0, 0)
 
 
 def test_factor_vae_two_factors_in_one_dim_caps_accuracy():
@@ -104,24 +117,37 @@ def test_factor_vae_two_factors_in_one_dim_caps_accuracy():
         codes = oracle(images)
         return np.c_[codes[:, 0] + codes[:, 2], codes[:, 1]]
 
-    result = ev.factor_vae_score(mixed, FakeGenerator(), corr=np.inf, rng=np.random.default_rng(0), config=SMALL)
+    result = ev.factor_vae_score(
+        mixed, FakeGenerator(), corr=np.inf, rng=np.random.default_rng(0), config=SMALL
+    )
     assert result.eval_accuracy == pytest.approx(2 / 3, abs=0.12)
 
 
 def test_beta_vae_oracle_is_perfect():
-    result = ev.beta_vae_score(oracle, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL)
+    result = ev.beta_vae_score(
+        oracle, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), config=SMALL
+    )
     assert result == (1.0, 1.0)
 
 
 def test_scores_are_seeded():
-    first = ev.beta_vae_score(rotated, FakeGenerator(), corr=0.3, rng=np.random.default_rng(4), config=SMALL)
-    second = ev.beta_vae_score(rotated, FakeGenerator(), corr=0.3, rng=np.random.default_rng(4), config=SMALL)
+    first = ev.beta_vae_score(
+        rotated, FakeGenerator(), corr=0.3, rng=np.random.default_rng(4), config=SMALL
+    )
+    second = ev.beta_vae_score(
+        rotated, FakeGenerator(), corr=0.3, rng=np.random.default_rng(4), config=SMALL
+    )
     assert first == second
 
 
 def test_intervention_consistency_oracle():
     scores = ev.intervention_consistency_scores(
-        oracle, FakeGenerator(), np.array([0, 1, 2]), corr=0.3, rng=np.random.default_rng(0), n_pairs=300
+        oracle,
+        FakeGenerator(),
+        np.array([0, 1, 2]),
+        corr=0.3,
+        rng=np.random.default_rng(0),
+        n_pairs=300,
     )
     assert scores["consistency.b"] == 1.0 and scores["consistency.c"] == 1.0
     assert scores["consistency_descendants.a"] == 1.0
@@ -130,13 +156,20 @@ def test_intervention_consistency_oracle():
 
 def test_intervention_consistency_unassigned_concept_scores_zero():
     scores = ev.intervention_consistency_scores(
-        oracle, FakeGenerator(), np.array([0, 1, -1]), corr=0.3, rng=np.random.default_rng(0), n_pairs=50
+        oracle,
+        FakeGenerator(),
+        np.array([0, 1, -1]),
+        corr=0.3,
+        rng=np.random.default_rng(0),
+        n_pairs=50,
     )
     assert scores["consistency.c"] == 0.0
 
 
 def test_responsibilities_oracle_is_diagonal():
-    matrix = ev.responsibility_matrix(oracle, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), n_pairs=400)
+    matrix = ev.responsibility_matrix(
+        oracle, FakeGenerator(), corr=0.3, rng=np.random.default_rng(0), n_pairs=400
+    )
     assert matrix.shape == (3, 3)
     off_diagonal = matrix[~np.eye(3, dtype=bool)]
     assert (np.diag(matrix) > 0.5).all() and (off_diagonal == 0).all()
@@ -160,22 +193,36 @@ def test_encoder_output_is_checked():
     with pytest.raises(ValueError, match="expected"):
         ev.encode_images(lambda x: np.zeros(len(x)), gen.render(np.zeros((4, 3), dtype=int)))
     with pytest.raises(ValueError, match="NaN"):
-        ev.encode_images(lambda x: np.full((len(x), 2), np.nan), gen.render(np.zeros((4, 3), dtype=int)))
+        ev.encode_images(
+            lambda x: np.full((len(x), 2), np.nan), gen.render(np.zeros((4, 3), dtype=int))
+        )
 
 
 def _dataset(gen, split, corr, n, seed):
     factors = gen.sample_factors(n, np.random.default_rng(seed), corr=corr)
-    return SimpleNamespace(images=gen.render(factors), factors=factors, concepts=NAMES, corr=corr, split=split)
+    return SimpleNamespace(
+        images=gen.render(factors), factors=factors, concepts=NAMES, corr=corr, split=split
+    )
 
 
 def test_evaluate_encoder_keys_and_oracle_values():
     gen = FakeGenerator()
-    datasets = {"test": _dataset(gen, "test", 0.3, 400, 1), "test_decorrelated": _dataset(gen, "test_decorrelated", np.inf, 400, 2)}
+    datasets = {
+        "test": _dataset(gen, "test", 0.3, 400, 1),
+        "test_decorrelated": _dataset(gen, "test_decorrelated", np.inf, 400, 2),
+    }
     config = dataclasses.replace(SMALL, intervention_splits=("test_decorrelated",))
     scores = ev.evaluate_encoder(oracle, gen, datasets, seed=0, config=config)
     assert all(type(v) is float for v in scores.values())
-    for key in ("mig", "dci.disentanglement", "explicitness_test", "active_units", "assignment",
-                "entanglement.a-b", "leakage.b"):
+    for key in (
+        "mig",
+        "dci.disentanglement",
+        "explicitness_test",
+        "active_units",
+        "assignment",
+        "entanglement.a-b",
+        "leakage.b",
+    ):
         assert f"test.{key}" in scores and f"test_decorrelated.{key}" in scores
     assert "test_decorrelated.factor_vae.eval_accuracy" in scores
     assert "test.factor_vae.eval_accuracy" not in scores
@@ -217,8 +264,14 @@ def test_evaluate_encoder_on_shipped_toy_causal():
         return (images.reshape(len(images), -1) / 255.0) @ projection / 30.0
 
     config = dataclasses.replace(
-        SMALL, factor_vae_train=40, factor_vae_eval=20, factor_vae_variance=200,
-        beta_vae_train=60, beta_vae_eval=20, consistency_pairs=30, intervention_splits=("test",),
+        SMALL,
+        factor_vae_train=40,
+        factor_vae_eval=20,
+        factor_vae_variance=200,
+        beta_vae_train=60,
+        beta_vae_eval=20,
+        consistency_pairs=30,
+        intervention_splits=("test",),
     )
     scores = ev.evaluate_encoder(encode, gen, splits, seed=0, config=config)
     names = gen.concept_names

@@ -54,5 +54,10 @@ def test_fast_matches_reference(name):
     factors, sets = _code_sets()
     fast = dci(sets[name], factors, backend="fast")
     reference = dci(sets[name], factors, backend="reference")
-    for field in ("disentanglement", "completeness", "informativeness_train", "informativeness_test"):
+    for field in (
+        "disentanglement",
+        "completeness",
+        "informativeness_train",
+        "informativeness_test",
+    ):
         assert getattr(fast, field) == pytest.approx(getattr(reference, field), abs=0.01), field

@@ -39,7 +39,9 @@ def test_assignment_recovers_a_permutation():
 def test_assignment_is_one_to_one_even_when_one_latent_wins_twice():
     importance = np.array([[0.9, 0.8], [0.5, 0.1]])  # greedy argmax would give latent 0 twice
     factors = _factors([2, 2], n=20)
-    result = concept_assignment(np.zeros((20, 2)) + np.arange(20)[:, None], factors, matrix=importance)
+    result = concept_assignment(
+        np.zeros((20, 2)) + np.arange(20)[:, None], factors, matrix=importance
+    )
     assert result.latent_of_concept.tolist() == [1, 0]
     assert result.score == pytest.approx((0.5 + 0.8) / 2)
 
@@ -109,7 +111,10 @@ def test_intervention_consistency_known_shares():
     before = np.zeros((10, 3))
     assert intervention_consistency(before, before + [2.0, 0.0, 0.0], [0]) == 1.0
     assert intervention_consistency(before, before + [1.0, 1.0, 0.0], [0]) == 0.5
-    assert intervention_consistency(before, before + [1.0, 3.0, 0.0], [0], scale=[1.0, 3.0, 1.0]) == 0.5
+    assert (
+        intervention_consistency(before, before + [1.0, 3.0, 0.0], [0], scale=[1.0, 3.0, 1.0])
+        == 0.5
+    )
     assert intervention_consistency(before, before, [0]) == 0.0
     with pytest.raises(ValueError, match="shape"):
         intervention_consistency(before, before[:, :2], [0])
@@ -143,7 +148,9 @@ def test_bce_and_mse_closed_forms():
     target = np.array([[[[0, 255], [255, 0]]]], dtype=np.uint8)  # (1, 1, 2, 2)
     half = np.full((1, 1, 2, 2), 0.5)
     assert bce_per_image(target, half)[0] == pytest.approx(4 * np.log(2))
-    assert bce_with_logits_per_image(target, np.zeros((1, 1, 2, 2)))[0] == pytest.approx(4 * np.log(2))
+    assert bce_with_logits_per_image(target, np.zeros((1, 1, 2, 2)))[0] == pytest.approx(
+        4 * np.log(2)
+    )
     assert mse_per_image(target, half)[0] == pytest.approx(1.0)
     exact = target / 255.0
     assert bce_per_image(target, exact)[0] == pytest.approx(0.0, abs=1e-5)

@@ -220,7 +220,9 @@ def test_explicitness_level_missing_from_test_rows():
 
 def test_active_units_counts_active_not_total():
     rng = np.random.default_rng(0)
-    codes = rng.normal(size=(5000, 4)) * np.array([1.0, 0.2, 0.05, 0.0])  # variances 1, .04, .0025, 0
+    codes = rng.normal(size=(5000, 4)) * np.array(
+        [1.0, 0.2, 0.05, 0.0]
+    )  # variances 1, .04, .0025, 0
     result = active_units(codes)
     assert result.n_active == 2
     assert result.fraction == 0.5
@@ -242,9 +244,16 @@ def test_score_keys_and_values():
     factors = _factors([3, 4], n=300)
     scores = score(factors.astype(float), factors, dci_backend="reference")
     assert set(scores) >= {
-        "mig", "sap", "modularity", "explicitness_train", "explicitness_test",
-        "dci.disentanglement", "dci.completeness", "dci.informativeness_train",
-        "dci.informativeness_test", "active_units",
+        "mig",
+        "sap",
+        "modularity",
+        "explicitness_train",
+        "explicitness_test",
+        "dci.disentanglement",
+        "dci.completeness",
+        "dci.informativeness_train",
+        "dci.informativeness_test",
+        "active_units",
     }
     assert all(type(v) is float for v in scores.values())
     assert scores["active_units"] == 2.0

@@ -62,7 +62,9 @@ def _explicitness_points(mus, ys, mus_test, ys_test):
     for y, y_test in zip(ys, ys_test, strict=True):
         clf = LogisticRegression().fit(train, y)
         binarizer = MultiLabelBinarizer()
-        aucs_train.append(roc_auc_score(binarizer.fit_transform(y[:, None]), clf.predict_proba(train)))
+        aucs_train.append(
+            roc_auc_score(binarizer.fit_transform(y[:, None]), clf.predict_proba(train))
+        )
         aucs_test.append(
             roc_auc_score(binarizer.fit_transform(y_test[:, None]), clf.predict_proba(test))
         )

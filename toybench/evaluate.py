@@ -131,8 +131,11 @@ def _factor_vae_votes(encode, generator, rng, corr, n_points, config, scale, act
         fixed = rng.integers(n_factors, size=size)  # (S,) which factor each point fixes
         levels = generator.sample_factors(size, rng, corr=corr)[np.arange(size), fixed]
         factors = _sample_fixed(
-            generator, rng, corr,
-            np.repeat(fixed, config.batch_size), np.repeat(levels, config.batch_size),
+            generator,
+            rng,
+            corr,
+            np.repeat(fixed, config.batch_size),
+            np.repeat(levels, config.batch_size),
         )  # (S * B, K)
         codes = encode_images(encode, generator.render(factors), batch=config.encode_batch)
         codes = codes.reshape(size, config.batch_size, -1)  # (S, B, L)
@@ -338,7 +341,7 @@ def responsibility_matrix(
     n_pairs: int = 1000,
     encode_batch: int = 1024,
 ) -> np.ndarray:
-    """Responsibilities ``(K, L)``: z-scored |change| of each latent when exactly one factor changes.
+    """Responsibilities ``(K, L)``: z-scored |change| of each latent when one factor changes.
 
     ``n_pairs`` observational factor vectors (σ = ``corr``) are drawn; for each factor k a copy
     with only column k moved to another level is rendered (a direct edit, not an intervention:
@@ -357,8 +360,11 @@ def responsibility_matrix(
         afters.append(encode_images(encode, generator.render(edited), batch=encode_batch))
         changed.append(np.full(n_pairs, k))
     return metrics.responsibilities(
-        np.concatenate(befores), np.concatenate(afters), np.concatenate(changed),
-        len(generator.concepts), scale=scale,
+        np.concatenate(befores),
+        np.concatenate(afters),
+        np.concatenate(changed),
+        len(generator.concepts),
+        scale=scale,
     )
 
 
@@ -477,8 +483,13 @@ def evaluate_encoder(
             )
             scores.update(
                 intervention_consistency_scores(
-                    encode, generator, latent_of_concept, corr=corr, rng=rng,
-                    n_pairs=config.consistency_pairs, encode_batch=config.encode_batch,
+                    encode,
+                    generator,
+                    latent_of_concept,
+                    corr=corr,
+                    rng=rng,
+                    n_pairs=config.consistency_pairs,
+                    encode_batch=config.encode_batch,
                 )
             )
         out.update({f"{split}.{key}": float(value) for key, value in scores.items()})

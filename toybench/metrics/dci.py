@@ -113,7 +113,9 @@ def _weighted_one_minus_entropy(weights: np.ndarray) -> float:
         p = p / p.sum(axis=1, keepdims=True)  # (R, C)
         per_row = 1.0 + (p * np.log(p)).sum(axis=1) / np.log(n_columns)
     total = weights.sum()
-    row_weight = weights.sum(axis=1) / total if total > 0 else np.full(len(weights), 1 / len(weights))
+    row_weight = (
+        weights.sum(axis=1) / total if total > 0 else np.full(len(weights), 1 / len(weights))
+    )
     return float(np.sum(per_row * row_weight))
 
 

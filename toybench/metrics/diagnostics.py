@@ -19,7 +19,9 @@ import numpy as np
 from toybench.metrics._common import check_codes
 
 
-def responsibilities(codes_before, codes_after, changed, n_factors: int, *, scale=None) -> np.ndarray:
+def responsibilities(
+    codes_before, codes_after, changed, n_factors: int, *, scale=None
+) -> np.ndarray:
     """Mean z-scored absolute change of each latent per changed factor, shape ``(K, L)``.
 
     ``R[k, j] = mean over pairs whose factor k changed of |z_after_j − z_before_j| / s_j``.

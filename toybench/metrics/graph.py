@@ -208,7 +208,9 @@ def dag_leakage(
         if not pa:
             continue
         if any(not 0 <= p < factors.shape[1] or p == k for p in pa):
-            raise ValueError(f"parents[{k}] = {pa} must be other columns in [0, {factors.shape[1]})")
+            raise ValueError(
+                f"parents[{k}] = {pa} must be other columns in [0, {factors.shape[1]})"
+            )
         best = int(np.argmax(nmi[:, k]))
         out[k] = conditional_leakage(discrete[:, best], factors[:, k], factors[:, pa])
     return out
@@ -250,7 +252,9 @@ def intervention_consistency(codes_before, codes_after, latents, *, scale=None) 
     delta = after.astype(np.float64) - before  # (n, L)
     if scale is not None:
         scale = np.asarray(scale, dtype=np.float64)
-        if scale.shape != (before.shape[1],) or not (np.isfinite(scale).all() and (scale > 0).all()):
+        if scale.shape != (before.shape[1],) or not (
+            np.isfinite(scale).all() and (scale > 0).all()
+        ):
             raise ValueError(f"scale must be {before.shape[1]} positive finite values")
         delta = delta / scale
     energy = np.square(delta).sum(axis=0)  # (L,)

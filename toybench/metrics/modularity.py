@@ -148,7 +148,9 @@ def explicitness(codes, factors) -> Explicitness:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             classifier = LogisticRegression().fit(x_train, y_train)
-        train_auc.append(_macro_auc(classifier.classes_, y_train, classifier.predict_proba(x_train)))
+        train_auc.append(
+            _macro_auc(classifier.classes_, y_train, classifier.predict_proba(x_train))
+        )
         if np.unique(y_test).size < 2:
             raise ValueError(
                 f"factors with shape {factors.shape}: column {k} takes a single level over the "

@@ -78,7 +78,8 @@ def bce_with_logits_per_image(target, logits) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> bce_with_logits_per_image(np.array([[[[0.0, 1.0]]]]), np.zeros((1, 1, 1, 2))).round(4).tolist()
+    >>> target = np.array([[[[0.0, 1.0]]]])
+    >>> bce_with_logits_per_image(target, np.zeros((1, 1, 1, 2))).round(4).tolist()
     [1.3863]
     """
     target, logits = _check_pair(target, logits)
