@@ -66,16 +66,9 @@ def rotated(images):
     return oracle(images) @ q
 
 
-try:  # the fast DCI core is optional; the reference backend gives the same numbers, slowly
-    import toybench.metrics._gbm  # noqa: F401
-
-    DCI_BACKEND = "fast"
-except ImportError:
-    DCI_BACKEND = "reference"
-
 SMALL = dataclasses.replace(
     ev.QUICK,
-    dci_backend=DCI_BACKEND,
+    dci_backend="fast",
     batch_size=16,
     factor_vae_train=120,
     factor_vae_eval=60,
@@ -251,8 +244,8 @@ def test_eval_config_validates():
 
 
 def test_evaluate_encoder_on_shipped_toy_causal():
-    specs = pytest.importorskip("toybench.specs")
-    data = pytest.importorskip("toybench.data")
+    from toybench import data, specs
+
     gen = specs.load_generator("toy-causal")
     splits = {
         split: data.make_split(gen, split, corr=0.3, n=300, seed=0, cache=False)
