@@ -7,8 +7,9 @@ nothing is evaluated. The standardized settings follow disentanglement_lib's stu
 al. 2019, https://arxiv.org/abs/1811.12359): one fixed architecture and optimizer per family, so
 that scores compare models rather than tuning effort.
 
-Override syntax (``toybench run --set KEY=VALUE``, repeatable): ``KEY`` is ``model.<field>`` or
-``train.<field>`` (nested dataclass fields continue with dots); ``VALUE`` is a TOML value
+Override syntax (``toybench run --set KEY=VALUE``, repeatable): ``KEY`` is ``model.<field>``,
+``train.<field>`` or ``eval.<field>`` (``toybench.evaluate.EvalConfig``; nested dataclass fields
+continue with dots); ``VALUE`` is a TOML value
 (``3e-4``, ``8``, ``true``, ``[32, 64]``, ``"cyclic"``); a bare word that is not valid TOML is taken
 as a string (``--set train.kl_schedule=cyclic``).
 """
@@ -28,8 +29,8 @@ from toybench.errors import ToybenchError
 from toybench.resources import shipped_specs
 from toybench.train import TrainConfig
 
-TOP_LEVEL_KEYS = ("name", "description", "family", "model", "train", "protocols")
-SECTIONS = ("model", "train")
+TOP_LEVEL_KEYS = ("name", "description", "family", "model", "train", "eval", "protocols")
+SECTIONS = ("model", "train", "eval")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class Baseline:
         The family's frozen config.
     train : TrainConfig
         The training config.
+    eval : EvalConfig
+        Sizes of the generator-based scores (``toybench.evaluate.EvalConfig``); default
+        ``evaluate.QUICK``, since disentanglement_lib's full sizes (~10^6 rendered images per split)
+        do not fit the run-time budget of the protocols on 2 cores.
     protocols : dict
         ``{protocol name: {dotted key: value}}`` as written in the file.
     protocol : str or None
@@ -59,6 +64,7 @@ class Baseline:
     family: str
     model: Any
     train: TrainConfig
+    eval: Any
     protocols: dict[str, dict[str, Any]]
     protocol: str | None = None
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -157,6 +163,7 @@ def load_baseline(
         Unknown baseline, protocol, section or field (naming the allowed ones), or a value of
         the wrong type.
     """
+    from toybench.evaluate import QUICK, EvalConfig
     from toybench.models import MODELS
 
     path = resolve_baseline_path(name_or_path)
@@ -170,7 +177,7 @@ def load_baseline(
         raise ToybenchError(f"baseline {path.name}: unknown family {family!r}; valid: "
                             f"{', '.join(MODELS)}")
     model_cls = MODELS[family][0]
-    protocols = {str(k): _flatten(v, f"protocols.{k}")
+    protocols = {str(k): _flatten(_table(v, f"protocols.{k}"), "")
                  for k, v in _table(raw.get("protocols", {}), "protocols").items()}
     parsed = tuple(parse_override(o) if isinstance(o, str) else tuple(o) for o in overrides)
     if protocol is not None and protocol not in protocols:
@@ -179,19 +186,21 @@ def load_baseline(
     values = {
         "model": _flatten(_table(raw.get("model", {}), "model"), ""),
         "train": _flatten(_table(raw.get("train", {}), "train"), ""),
+        "eval": {**dataclasses.asdict(QUICK), **_flatten(_table(raw.get("eval", {}), "eval"), "")},
     }
     layers = [protocols[protocol].items()] if protocol is not None else []
     for key, value in [item for layer in layers for item in layer] + list(parsed):
         section, _, field_path = key.partition(".")
         if section not in SECTIONS or not field_path:
-            raise ToybenchError(f"unknown override key {key!r}; keys are model.<field> or "
-                                f"train.<field>")
+            raise ToybenchError(f"unknown override key {key!r}; keys are model.<field>, "
+                                f"train.<field> or eval.<field>")
         values[section][field_path] = value
-    classes = {"model": model_cls, "train": TrainConfig}
+    classes = {"model": model_cls, "train": TrainConfig, "eval": EvalConfig}
     built = {s: build_config(classes[s], values[s], s) for s in SECTIONS}
     return Baseline(
         name=str(raw.get("name", path.stem)), description=str(raw.get("description", "")),
-        family=family, model=built["model"], train=built["train"], protocols=protocols,
+        family=family, model=built["model"], train=built["train"], eval=built["eval"],
+        protocols=protocols,
         protocol=protocol, overrides=parsed, path=str(path),
     )
 

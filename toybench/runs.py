@@ -95,6 +95,7 @@ def resolved_config(baseline: Baseline, generator, corr: float, seed: int) -> di
                   "config": _jsonable(asdict(baseline.model))},
         "train": _jsonable(asdict(baseline.train)),
         "protocol": baseline.protocol,
+        "eval": _jsonable(asdict(baseline.eval)),
         "overrides": {k: _jsonable(v) for k, v in baseline.overrides},
         "seed": seed,
         "data": {"generator": generator.name, "spec_hash": generator.spec_hash,
@@ -248,7 +249,7 @@ def run(
     write_history(run_dir / "history.csv", result.history)
 
     t = time.perf_counter()
-    metrics, artefacts = score_model(net, generator, splits, seed=seed)
+    metrics, artefacts = score_model(net, generator, splits, seed=seed, config=baseline.eval)
     metrics["train.steps"] = result.steps_done
     metrics["train.nan_skipped_steps"] = result.nan_skipped
     if result.history:
@@ -315,11 +316,12 @@ def _loss_terms(model, images: np.ndarray, seed: int,
     return elbo / n, kl_units / n
 
 
-def score_model(model, generator, splits: Mapping[str, Any], *,
-                seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+def score_model(model, generator, splits: Mapping[str, Any], *, seed: int,
+                config) -> tuple[dict[str, float], dict[str, Any]]:
     """All scores of a trained model on the evaluation splits, flat ``<split>.<key>`` names.
 
-    Disentanglement scores come from ``toybench.evaluate.evaluate_encoder``; reconstruction
+    Disentanglement scores come from ``toybench.evaluate.evaluate_encoder`` with ``config`` (an
+    ``EvalConfig``); reconstruction
     errors (per-image BCE and squared error, summed over pixels), the ELBO, and the same errors of
     a PCA with as many components as the model has codes are added here.
 
@@ -335,7 +337,7 @@ def score_model(model, generator, splits: Mapping[str, Any], *,
         return encode_images(model, images)
 
     eval_sets = {name: splits[name] for name in EVAL_SPLITS}
-    metrics = dict(evaluate_encoder(encode, generator, eval_sets, seed=seed))
+    metrics = dict(evaluate_encoder(encode, generator, eval_sets, seed=seed, config=config))
     artefacts: dict[str, Any] = {"codes": {}, "kl_per_unit": None}
     train_images = splits["train"].images
     for name, ds in eval_sets.items():
@@ -409,25 +411,24 @@ def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
     importance, _, _ = importance_matrix(codes, test.factors)
     plots.heatmap(importance, [f"z{j}" for j in range(codes.shape[1])], names,
                   folder / "dci_importance.png", "DCI importance (codes x factors), test split")
-    perturbation = _perturbation(model, generator, test)
-    if perturbation is not None:
-        plots.heatmap(perturbation, names, [f"z{j}" for j in range(codes.shape[1])],
-                      folder / "perturbation_matrix.png",
-                      "mean |change of code| under do(factor), test split", cmap="magma")
+    code_names = [f"z{j}" for j in range(codes.shape[1])]
+    plots.heatmap(_perturbation(model, test), code_names, code_names,
+                  folder / "perturbation_matrix.png",
+                  "perturbation: mean squared change of code j after z_i + 1, decode, re-encode",
+                  cmap="magma")
 
 
-def _perturbation(model, generator, dataset) -> np.ndarray | None:
-    """Perturbation matrix from ``toybench.evaluate`` when it offers one."""
-    from toybench import evaluate
-
-    fn = getattr(evaluate, "perturbation_matrix", None)
-    if fn is None:
-        return None
+def _perturbation(model, dataset, n: int = 500) -> np.ndarray:
+    """Perturbation matrix (codes × codes) of ``toybench.evaluate.perturbation_matrix_of``."""
+    from toybench.evaluate import perturbation_matrix_of
 
     def encode(images: np.ndarray) -> np.ndarray:
         return encode_images(model, images)
 
-    return np.asarray(fn(encode, generator, dataset))
+    def decode(codes: np.ndarray) -> np.ndarray:
+        return reconstruct_images(model, codes)
+
+    return perturbation_matrix_of(encode, decode, dataset.images[:n])
 
 
 def environment(timings: Mapping[str, float]) -> dict[str, Any]:
