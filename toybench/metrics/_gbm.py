@@ -1,4 +1,4 @@
-"""Fast exact gradient boosting for DCI: scikit-learn's ``GradientBoostingClassifier`` re-implemented.
+"""Fast exact gradient boosting for DCI, re-implementing scikit-learn's GradientBoostingClassifier.
 
 DCI (Eastwood & Williams 2018, https://openreview.net/forum?id=By-7dz-AZ) as computed by
 disentanglement_lib (Locatello et al. 2019, https://arxiv.org/abs/1811.12359) fits, per factor,
@@ -257,7 +257,12 @@ def _boost(
             cut = np.empty((n_features, n_nodes, n_trees))
             for f in range(n_features):
                 num[f], den[f], cut[f] = _scan_feature(
-                    order[f], sorted_values[f], neg_gradient, node, n_nodes, lane_total,
+                    order[f],
+                    sorted_values[f],
+                    neg_gradient,
+                    node,
+                    n_nodes,
+                    lane_total,
                     lane_count,
                 )
             chosen, _ = _pick_features(num, den, seed, stage, depth, splittable)
@@ -473,7 +478,6 @@ def fit_gbm(
             "gradient boosting needs at least 2"
         )
     n_classes = int(classes.shape[0])
-    n_trees = 1 if n_classes == 2 else n_classes
     labels = labels.astype(np.int64)
 
     order = np.argsort(x_train, axis=0, kind="stable").T.astype(np.int32)  # (L, n)
@@ -484,9 +488,19 @@ def fit_gbm(
     raw_test = np.repeat(init[None, :], x_test.shape[0], axis=0)  # (m, T)
     importance = np.zeros(x_train.shape[1])  # (L,)
     _boost(
-        labels, n_classes, np.ascontiguousarray(x_train), np.ascontiguousarray(order),
-        sorted_values, np.ascontiguousarray(x_test), raw_train, raw_test, importance,
-        int(n_estimators), float(learning_rate), int(max_depth), int(seed),
+        labels,
+        n_classes,
+        np.ascontiguousarray(x_train),
+        np.ascontiguousarray(order),
+        sorted_values,
+        np.ascontiguousarray(x_test),
+        raw_train,
+        raw_test,
+        importance,
+        int(n_estimators),
+        float(learning_rate),
+        int(max_depth),
+        int(seed),
     )
 
     total = importance.sum()
