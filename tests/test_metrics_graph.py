@@ -67,10 +67,86 @@ def test_entanglement_one_for_a_shared_latent():
     assert pairwise_entanglement(codes, factors, [(0, 1)])[0] == pytest.approx(1.0)
 
 
-def test_entanglement_rejects_bad_pairs():
+def test_entanglement_half_when_the_shared_latent_holds_half_of_b():
+    factors = _factors([4, 4], n=20000)
+    # z0 = (a, high bit of b): Ĩ(z0; a) = 1, Ĩ(z0; b) = 1 bit / 2 bits; z1 = b alone
+    codes = np.c_[factors[:, 0] * 2 + factors[:, 1] // 2, factors[:, 1]].astype(float)
+    assert pairwise_entanglement(codes, factors, [(0, 1)])[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_entanglement_known_matrix_and_chains():
+    # a shares latent 1 weakly with b (0.3), b shares latent 2 with c (0.4), a and c share none
+    matrix = np.array([[0.9, 0.2, 0.0], [0.3, 0.8, 0.0], [0.0, 0.4, 0.7]])
+    factors = _factors([2, 2, 2], n=20)
+    codes = np.arange(60.0).reshape(20, 3)
+    pairs = [(0, 1), (1, 2), (0, 2), (2, 0)]
+    values = pairwise_entanglement(codes, factors, pairs, matrix=matrix)
+    # (0, 2) is joined only through b: min(0.3, 0.4); the score is symmetric
+    np.testing.assert_allclose(values, [0.3, 0.4, 0.3, 0.3])
+    blocks = np.array([[0.9, 0.0], [0.0, 0.9]])  # disjoint latents: never connected
+    assert pairwise_entanglement(codes[:, :2], factors[:, :2], [(0, 1)], matrix=blocks)[0] == 0.0
+
+
+def _merge_threshold_by_sweep(matrix, a, b):
+    """The authors' procedure, brute force: lower a threshold through the matrix's distinct
+    entries and return the first at which a and b share a connected component of the
+    bipartite graph {(latent j, factor k): matrix[j, k] >= threshold} (0 if never)."""
+    from scipy.sparse.csgraph import connected_components
+
+    n_latents, n_factors = matrix.shape
+    for threshold in np.unique(matrix)[::-1]:
+        edges = (matrix >= threshold).astype(int)  # (L, K)
+        adjacency = np.block(
+            [
+                [np.zeros((n_latents, n_latents), int), edges],
+                [edges.T, np.zeros((n_factors, n_factors), int)],
+            ]
+        )  # nodes: latents, then factors
+        labels = connected_components(adjacency, directed=False)[1]
+        if labels[n_latents + a] == labels[n_latents + b]:
+            return threshold
+    return 0.0
+
+
+def test_entanglement_equals_the_threshold_sweep():
+    rng = np.random.default_rng(4)
+    factors = _factors([2, 2, 2, 2, 2], n=20)
+    for trial in range(20):
+        n_latents = 3 + trial % 5
+        matrix = rng.random((n_latents, 5)) * (rng.random((n_latents, 5)) < 0.5)
+        codes = rng.normal(size=(20, n_latents))
+        pairs = [(a, b) for a in range(5) for b in range(5) if a != b]
+        values = pairwise_entanglement(codes, factors, pairs, matrix=matrix)
+        expected = [_merge_threshold_by_sweep(matrix, a, b) for a, b in pairs]
+        np.testing.assert_array_equal(values, expected)
+
+
+def test_entanglement_rises_with_correlation_of_the_data():
+    # an oracle encoder (z = factors) reads as entangled only where the data are correlated
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 8, 8000)
+    copy = rng.random(8000) < 0.8
+    b = np.where(copy, a, rng.integers(0, 8, 8000))
+    correlated = np.c_[a, b]
+    independent = _factors([8, 8], n=8000)
+    high = pairwise_entanglement(correlated.astype(float), correlated, [(0, 1)])[0]
+    low = pairwise_entanglement(independent.astype(float), independent, [(0, 1)])[0]
+    assert low < 0.01 < 0.4 < high < 1.0
+
+
+def test_entanglement_rejects_bad_pairs_and_matrices():
     factors = _factors([4, 4])
+    codes = factors.astype(float)
     with pytest.raises(ValueError, match="distinct"):
-        pairwise_entanglement(factors.astype(float), factors, [(0, 0)])
+        pairwise_entanglement(codes, factors, [(0, 0)])
+    with pytest.raises(ValueError, match="distinct"):
+        pairwise_entanglement(codes, factors, [(0, 2)])
+    with pytest.raises(ValueError, match="expected"):
+        pairwise_entanglement(codes, factors, [(0, 1)], matrix=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="negative"):
+        pairwise_entanglement(codes, factors, [(0, 1)], matrix=-np.ones((2, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        pairwise_entanglement(codes, factors, [(0, 1)], matrix=np.full((2, 2), np.nan))
 
 
 # --- DAG leakage -------------------------------------------------------------------------------
