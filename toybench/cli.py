@@ -112,9 +112,10 @@ LIST_SECTIONS["baselines"] = _baseline_lines
 @click.option("--resume", is_flag=True, help="continue an unfinished run from ckpt/last.pt")
 @click.option("--force", is_flag=True, help="delete an existing run folder and start over")
 @click.option("--fp32", is_flag=True, help="plain fp32 training (default: bf16 autocast)")
+@click.option("--no-plots", is_flag=True, help="skip the figures in plots/")
 def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
                 overrides: tuple[str, ...], out: str, resume: bool, force: bool,
-                fp32: bool) -> None:
+                fp32: bool, no_plots: bool) -> None:
     """Train a baseline, score it on the test and decorrelated splits, write runs/<name>/."""
     from toybench.runs import run
     from toybench.train import TrainingDiverged
@@ -122,7 +123,8 @@ def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
     with _UserErrors():
         try:
             run(model, data=data, corr=corr, seed=seed, protocol=protocol, overrides=overrides,
-                out=out, resume=resume, force=force, fp32=fp32, echo=click.echo)
+                out=out, resume=resume, force=force, fp32=fp32, plots=not no_plots,
+                echo=click.echo)
         except TrainingDiverged as err:  # distinct exit code (3) for a diverged run
             failure = click.ClickException(" ".join(str(err).split()))
             failure.exit_code = err.exit_code

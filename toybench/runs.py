@@ -134,6 +134,7 @@ def run(
     resume: bool = False,
     force: bool = False,
     fp32: bool = False,
+    plots: bool = True,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunResult:
@@ -162,6 +163,8 @@ def run(
         Delete an existing run folder of the same name and start over.
     fp32 : bool
         Train in plain fp32 (same as ``--set train.precision=fp32``).
+    plots : bool
+        Write ``plots/`` (the figures take a few seconds; sweeps may skip them).
     progress : bool, optional
         tqdm bar (default: when stderr is a terminal).
     echo : callable
@@ -256,9 +259,10 @@ def run(
         metrics["train.final_loss"] = result.history[-1]["loss"]
     timings["eval_seconds"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    write_plots(run_dir / "plots", net, generator, splits, artefacts)
-    timings["plots_seconds"] = time.perf_counter() - t
+    if plots:
+        t = time.perf_counter()
+        write_plots(run_dir / "plots", net, generator, splits, artefacts)
+        timings["plots_seconds"] = time.perf_counter() - t
 
     atomic_write_json(run_dir / "env.json", environment(timings))
     metrics = {k: _json_number(v) for k, v in sorted(metrics.items())}

@@ -1,0 +1,230 @@
+"""Tests of ``toybench.runs.run`` and the baseline loader: the run folder, byte-identical
+metrics for a seed, done/unfinished/resume/force semantics, and typed ``--set`` overrides.
+
+Runs are tiny (a few steps, a few hundred images, small scoring sizes) so the file stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from toybench import runs
+from toybench.baselines import baseline_names, build_config, load_baseline, parse_override
+from toybench.errors import ToybenchError
+from toybench.train import TrainConfig, train
+
+TINY = (
+    "train.steps=4", "train.batch_size=32", "train.n_train=256", "train.n_test=200",
+    "train.checkpoint_every=2", "train.log_every=1", "train.hist_every=4",
+    "eval.factor_vae_train=20", "eval.factor_vae_eval=10", "eval.factor_vae_variance=100",
+    "eval.beta_vae_train=20", "eval.beta_vae_eval=10", "eval.consistency_pairs=20",
+    "eval.batch_size=8",
+)
+PLOTS = ("reconstructions", "traversals", "kl_per_unit", "activation_histograms",
+         "latent_scatter", "dci_importance", "perturbation_matrix")
+
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path_factory.getbasetemp() / "data"))
+
+
+def _run(out: Path, model="vae", **kw):
+    kw.setdefault("overrides", TINY)
+    kw.setdefault("plots", False)
+    return runs.run(model, corr=kw.pop("corr", 0.2), seed=kw.pop("seed", 1), protocol="quick",
+                    out=out, echo=lambda _line: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TOYBENCH_DATA_ROOT", str(tmp_path_factory.getbasetemp() / "data"))
+    try:
+        yield _run(root, plots=True)
+    finally:
+        mp.undo()
+
+
+# --- the run folder --------------------------------------------------------------------------
+
+
+def test_run_folder_layout(done_run):
+    d = done_run.run_dir
+    assert d.name.startswith("vae-toy-causal-corr0.2-s1-") and len(d.name.split("-")[-1]) == 8
+    for name in ("config.json", "env.json", "history.csv", "metrics.json", "data_card.json",
+                 "ckpt/last.pt"):
+        assert (d / name).is_file(), name
+    assert list((d / "tb").glob("events.out.tfevents.*"))
+    assert sorted(p.stem for p in (d / "plots").glob("*.png")) == sorted(PLOTS)
+    config = json.loads((d / "config.json").read_text())
+    assert config["data"]["corr"] == "0.2" and "sigma" in config["data"]["corr_meaning"]
+    assert config["data"]["splits"]["test_decorrelated"]["corr"] == "inf"
+    assert config["train"]["steps"] == 4 and config["protocol"] == "quick"
+    env = json.loads((d / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["timings"]["train_seconds"] > 0
+    card = json.loads((d / "data_card.json").read_text())
+    assert set(card) == {"train", "test", "test_decorrelated"}
+    rows = list(csv.DictReader((d / "history.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    ckpt = torch.load(d / "ckpt" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 4
+
+
+def test_metrics_are_flat_per_split_with_pca_reference(done_run):
+    m = json.loads((done_run.run_dir / "metrics.json").read_text())
+    for split in ("test", "test_decorrelated"):
+        for key in ("dci.disentanglement", "dci.completeness", "dci.informativeness_test", "mig",
+                    "active_units", "recon.bce", "recon.mse", "recon.pca_bce", "recon.pca_mse",
+                    "recon.bce_vs_pca", "elbo"):
+            assert isinstance(m[f"{split}.{key}"], int | float), f"{split}.{key}"
+        assert m[f"{split}.recon.bce_vs_pca"] == pytest.approx(
+            m[f"{split}.recon.bce"] / m[f"{split}.recon.pca_bce"])
+    assert m["train.steps"] == 4 and m["train.nan_skipped_steps"] == 0
+    assert all(not isinstance(v, dict) for v in m.values())
+    assert "seconds" not in json.dumps(m)  # timings live in env.json
+
+
+def test_done_run_is_left_alone(done_run):
+    before = (done_run.run_dir / "metrics.json").stat().st_mtime_ns
+    lines = []
+    result = runs.run("vae", corr=0.2, seed=1, protocol="quick", overrides=TINY,
+                      out=done_run.run_dir.parent, echo=lines.append)
+    assert result.status == "existing" and "already done" in lines[0]
+    assert (done_run.run_dir / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_interrupted_run_needs_resume_and_resumes_exactly(done_run, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        train(*args, **{**kwargs, "stop_after": 2})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path)
+    monkeypatch.undo()
+    run_dir = tmp_path / done_run.run_dir.name
+    assert not (run_dir / "metrics.json").exists()
+    with pytest.raises(ToybenchError, match="unfinished run.*--resume"):
+        _run(tmp_path)
+    resumed = _run(tmp_path, resume=True)
+    assert resumed.status == "done"
+    assert (run_dir / "metrics.json").read_bytes() == \
+        (done_run.run_dir / "metrics.json").read_bytes()
+    loss = [r["loss"] for r in csv.DictReader((run_dir / "history.csv").open())]
+    assert loss == [r["loss"] for r in csv.DictReader((done_run.run_dir / "history.csv").open())]
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(ToybenchError, match="cannot resume: no checkpoint"):
+        _run(tmp_path, resume=True)
+
+
+def test_force_reruns_and_same_seed_gives_byte_identical_metrics(done_run, tmp_path):
+    copy = tmp_path / done_run.run_dir.name
+    shutil.copytree(done_run.run_dir, copy)
+    (copy / "stale.txt").write_text("old")
+    again = _run(tmp_path, force=True)
+    assert again.status == "done" and not (again.run_dir / "stale.txt").exists()
+    assert again.run_dir == copy and (copy / "metrics.json").read_bytes() == \
+        (done_run.run_dir / "metrics.json").read_bytes()
+    with pytest.raises(ToybenchError, match="exclude"):
+        _run(tmp_path, force=True, resume=True)
+
+
+@pytest.mark.slow
+def test_pca_is_fitted_not_trained(tmp_path):
+    result = _run(tmp_path, model="pca", corr="inf")
+    m = result.metrics
+    assert m["train.steps"] == 0 and not (result.run_dir / "ckpt").exists()
+    # PCA with as many components as codes *is* the PCA reference (float32 model vs float64
+    # reference: equal to ~1e-4).
+    assert m["test.recon.mse_vs_pca"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_diverging_run_keeps_history_and_no_metrics(tmp_path):
+    from toybench.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged):
+        _run(tmp_path, overrides=(*TINY, "train.lr=1e30", "train.grad_clip=0",
+                                  "train.nan_patience=2", "train.steps=8"))
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "history.csv").is_file() and not (run_dir / "metrics.json").exists()
+
+
+def test_summary_table_lists_both_splits(done_run):
+    table = runs.summary_table(done_run.metrics)
+    header, *rows = table.splitlines()
+    assert "test_decorrelated" in header
+    assert any(r.startswith("dci.disentanglement") for r in rows)
+
+
+# --- baseline loader -------------------------------------------------------------------------
+
+
+def test_every_shipped_baseline_loads_with_both_protocols():
+    assert {"vae", "beta-vae", "beta-tcvae", "csvae", "hvae", "pca"} <= set(baseline_names())
+    for name in baseline_names():
+        for protocol in ("quick", "standard"):
+            b = load_baseline(name, protocol=protocol)
+            assert b.protocol == protocol and isinstance(b.train, TrainConfig)
+
+
+def test_protocol_and_set_overrides_apply_in_order():
+    b = load_baseline("beta-vae", protocol="quick", overrides=["train.steps=7", "model.beta=8"])
+    base = load_baseline("beta-vae")
+    quick = load_baseline("beta-vae", protocol="quick")
+    assert quick.train.steps != base.train.steps
+    assert b.train.steps == 7 and b.model.beta == 8.0 and isinstance(b.model.beta, float)
+    assert b.train.n_train == quick.train.n_train
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", "unknown key train.lrr; allowed train keys: steps, batch_size, lr"),
+        ("model.nope=1", "unknown key model.nope; allowed model keys: latent_dim"),
+        ("optim.lr=1", "unknown override key 'optim.lr'"),
+        ("train.lr=fast", "train.lr expects float, got 'fast'"),
+        ("train.steps=2.5", "train.steps expects int"),
+        ("train.kl_schedule=cosine", "kl_schedule='cosine'; valid: constant, linear, cyclic"),
+        ("train.steps", "--set expects KEY=VALUE"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(ToybenchError) as info:
+        load_baseline("vae", overrides=[override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_baseline_and_protocol():
+    with pytest.raises(ToybenchError, match="unknown model 'vea'; valid: .*beta-vae.*csvae"):
+        load_baseline("vea")
+    with pytest.raises(ToybenchError, match="no protocol 'huge'; valid: quick, standard"):
+        load_baseline("vae", protocol="huge")
+
+
+def test_baseline_file_with_unknown_key(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('family = "vae"\nmodel_typo = 1\n')
+    with pytest.raises(ToybenchError, match="unknown key 'model_typo'; allowed: name"):
+        load_baseline(path)
+    path.write_text('family = "vae"\n[model]\nbeta = 2\n[train]\nsteps = 5\n')
+    b = load_baseline(path)
+    assert b.model.beta == 2.0 and b.train.steps == 5 and b.name == "mine"
+
+
+def test_parse_override_values():
+    assert parse_override("train.lr=3e-4") == ("train.lr", 3e-4)
+    assert parse_override("model.beta=8") == ("model.beta", 8)
+    assert parse_override("train.kl_schedule=cyclic") == ("train.kl_schedule", "cyclic")
+    assert parse_override('model.arch="conv32"') == ("model.arch", "conv32")
+    assert parse_override("model.latent_dims=[4, 4]") == ("model.latent_dims", [4, 4])
+    assert build_config(TrainConfig, {"lr": 1}, "train").lr == 1.0
