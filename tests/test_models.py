@@ -49,11 +49,11 @@ TEST_DAG = DAG(NODES, (("shape", "scale"), ("shape", "pos_x"), ("scale", "pos_x"
 # input keep the VAE's size because 4 concepts x 2 units + 2 style units = 10 codes.
 PARAMS_32 = {
     "vae": 633045, "beta-vae": 633045, "beta-tcvae": 633045,
-    "csvae": 633622, "hvae": 749925, "pca": 0,
+    "csvae": 633622, "hvae": 702565, "pca": 0,
 }
 PARAMS_64 = {
     "vae": 766295, "beta-vae": 766295, "beta-tcvae": 766295,
-    "csvae": 766872, "hvae": 883175, "pca": 0,
+    "csvae": 766872, "hvae": 835815, "pca": 0,
 }
 
 
