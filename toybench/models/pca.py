@@ -99,8 +99,9 @@ class PCA(nn.Module):
         n = array.shape[0]
         k = self.config.n_components
         require(n >= k, f"pca.fit needs at least n_components={k} images, got {n}")
-        scale = 1.0 / 255.0 if array.dtype == np.uint8 else 1.0
-        data = array.reshape(n, -1).astype(np.float32) * np.float32(scale)  # (n, D)
+        data = array.reshape(n, -1).astype(np.float32)  # (n, D), a copy: centred in place below
+        if array.dtype == np.uint8:
+            data *= np.float32(1.0 / 255.0)
         mean = data.mean(axis=0, dtype=np.float64)  # (D,)
         data -= mean.astype(np.float32)
         # Truncated SVD of the centred data: data ≈ U S Vt, components = rows of Vt (k, D).
