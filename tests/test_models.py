@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from toybench.baselines import TOP_LEVEL_KEYS, load_baseline
 from toybench.errors import ToybenchError
 from toybench.models import MODELS, build_model, model_config
 from toybench.models.common import kl_normal, kl_standard_normal, log_normal
@@ -102,7 +103,7 @@ def test_all_six_baselines_ship():
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_baseline_file_keys_are_config_fields(name):
     spec = SPECS[name]
-    assert set(spec) <= {"name", "description", "family", "model", "train", "protocols"}
+    assert set(spec) <= set(TOP_LEVEL_KEYS) and spec["name"] == name
     assert spec["family"] in MODELS and spec["description"].strip()
     model_config(spec["family"], spec.get("model", {}))  # unknown keys / bad values raise
     TrainConfig(**spec.get("train", {}))
@@ -112,6 +113,19 @@ def test_baseline_file_keys_are_config_fields(name):
     for overrides in spec["protocols"].values():
         for section, table in overrides.items():
             assert set(table) <= fields[section], (section, table)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+@pytest.mark.parametrize("protocol", [None, "quick", "standard"])
+def test_baseline_loads_through_the_loader(name, protocol):
+    baseline = load_baseline(name, protocol=protocol)
+    spec = SPECS[name]
+    assert baseline.family == spec["family"]
+    model_table = {**spec.get("model", {}), **(spec["protocols"][protocol].get("model", {})
+                                               if protocol else {})}
+    assert baseline.model == model_config(spec["family"], model_table)
+    if baseline.model.__class__.__name__ == "VAEConfig":  # TC importance weights use N = n_train
+        assert baseline.model.dataset_size == baseline.train.n_train or baseline.model.tc_beta == 1
 
 
 @pytest.mark.parametrize("name", NEURAL)
