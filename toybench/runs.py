@@ -41,7 +41,7 @@ from toybench.baselines import Baseline, load_baseline
 from toybench.errors import ToybenchError
 from toybench.io import atomic_write_json, atomic_write_text
 from toybench.plots import mean_image
-from toybench.train import TrainingDiverged, TrainResult, train
+from toybench.train import TrainingDiverged, TrainResult, load_checkpoint, train
 
 PROTOCOLS = ("quick", "standard")
 EVAL_SPLITS = ("test", "test_decorrelated")
@@ -211,6 +211,8 @@ def run(
                             f"pass --resume to continue it or --force to start over")
     if resume and not ckpt_path.exists():
         raise ToybenchError(f"cannot resume: no checkpoint at {ckpt_path}")
+    if resume:
+        load_checkpoint(ckpt_path)  # fail before drawing data if it is unreadable
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config)
     echo(f"run {run_dir}")

@@ -205,9 +205,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ToybenchError(f"no checkpoint at {path}; cannot resume (run without --resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ToybenchError(f"checkpoint {path} is unreadable: {reason[:200]}") from None
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        # torch's own message suggests weights_only=False, which we never do: name the type only.
+        raise ToybenchError(f"checkpoint {path} is unreadable (corrupt, truncated or not a "
+                            f"weights-only checkpoint: {type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint (format "
                             f"{CHECKPOINT_FORMAT})")
