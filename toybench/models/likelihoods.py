@@ -6,7 +6,7 @@
 - ``"gaussian_learned"``: N(x; sigmoid(o₁), σ²(o₂)) with a per-pixel learned variance
   σ² = ``variance_floor`` + softplus(o₂). The floor is what keeps the NLL bounded below: without it
   a decoder can drive σ² → 0 on well-predicted pixels and the loss to −∞ (the NaN explosions of
-  learned-variance VAEs; Rybkin et al. 2021, https://arxiv.org/abs/2006.13202, discuss the issue).
+  learned-variance VAEs; Rybkin et al. 2021, https://orybkin.github.io/sigma-vae/, discuss it).
 
 Every NLL is per image, summed over pixels and channels (``(B,)``), computed in float32. The
 decoder produces ``channels * params`` output maps; ``mean`` maps them back to image space.
