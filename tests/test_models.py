@@ -426,6 +426,7 @@ def test_hvae_layers_free_bits_and_balance():
                                                                           strict=True))
     assert full.total.item() == pytest.approx(full.recon.item() + model.config.beta * penalty,
                                               rel=1e-5)
+    assert full.extras["kl_penalty"].item() == pytest.approx(penalty, rel=1e-5)
 
 
 def test_hvae_latent_dims_are_validated():
@@ -458,6 +459,8 @@ def test_pca_reconstructs_better_than_the_mean_image_and_is_deterministic():
     again = _build("pca")
     again.fit(images.numpy())
     torch.testing.assert_close(again.encode(x), model.encode(x), rtol=0, atol=0)
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(model.encode(channels_last), model.encode(x))
 
 
 def test_pca_matches_exact_svd():

@@ -233,8 +233,9 @@ class HVAE(nn.Module):
             coeff = coeff / coeff.mean()
         else:
             coeff = torch.ones_like(kl_layers)
-        regularizer = self.config.beta * (coeff * penalized).sum()
-        total = recon_weight * recon + kl_weight * regularizer
+        kl_penalty = (coeff * penalized).sum()  # what the objective sees, after free bits/balance
+        total = recon_weight * recon + kl_weight * self.config.beta * kl_penalty
         extras = {f"kl_balance.{name}": c
                   for name, c in zip(self.names, coeff.detach(), strict=True)}
+        extras["kl_penalty"] = kl_penalty.detach()
         return LossOutput(total, recon, kl_per_unit.sum(), kl_per_unit, extras)
