@@ -512,3 +512,20 @@ def test_registry_and_config_errors_name_the_allowed_values():
         assert dataclasses.is_dataclass(config_class)
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(config_class(), next(iter(config_class.__dataclass_fields__)), 1)
+
+
+@pytest.mark.parametrize(("name", "overrides"), [
+    ("csvae", {"unit_dim": 1, "style_dim": 0, "supervision_weight": 0.0}),
+    ("hvae", {"latent_dims": (4, 2)}),
+    ("hvae", {"free_bits": 0.0, "kl_balance": False, "likelihood": "gaussian"}),
+    ("vae", {"likelihood": "gaussian_learned", "beta": 0.0}),
+])
+def test_config_variants_train(name, overrides):
+    model = _build(name, **overrides)
+    x, factors = _batch()
+    out = model.loss(x, 0, factors=factors, kl_weight=0.5, generator=_gen())
+    out.total.backward()
+    assert torch.isfinite(out.total)
+    assert all(p.grad is not None for p in model.parameters())
+    assert sorted(c for g in model.units() for c in g.columns) == list(range(model.n_codes))
+    assert model.encode(x).shape == (8, model.n_codes)
