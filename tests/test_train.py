@@ -340,3 +340,33 @@ def test_tensorboard_has_every_latent_layer(tmp_path: Path):
     scalars = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/kl", "kl_unit/004", "kl_layer/z1", "kl_layer/z2"} <= scalars
     assert {"reconstructions", "traversals"} <= set(acc.Tags()["images"])
+
+
+@pytest.mark.parametrize("name", ["vae", "beta-tcvae", "csvae", "hvae"])
+def test_every_baseline_logs_every_posterior_layer(tmp_path: Path, name):
+    """Real baselines: one μ and one σ histogram per entry of ``posteriors`` (incl. the top)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from toybench.baselines import load_baseline
+    from toybench.models import build_model
+    from toybench.specs import load_generator
+
+    gen = load_generator("toy-causal")
+    baseline = load_baseline(name)
+    model = build_model(baseline.family, baseline.model, image_shape=gen.image_shape, dag=gen.dag,
+                        concept_sizes={c.name: c.n_levels for c in gen.concepts})
+    rng = np.random.default_rng(0)
+    images = (rng.random((64, *gen.image_shape)) < 0.2).astype(np.uint8) * 255
+    factors = np.zeros((64, len(gen.concepts)), dtype=np.int64)
+    cfg = replace(baseline.train, steps=2, batch_size=32, hist_every=2, log_every=1)
+    train(model, images, cfg, seed=0, factors=factors, tb_dir=tmp_path)
+    layers = list(model.posteriors(torch.zeros(2, *gen.image_shape)))
+    assert layers
+    acc = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    acc.Reload()
+    hists = set(acc.Tags()["histograms"])
+    for layer in layers:
+        assert {f"posterior_mu/{layer}", f"posterior_sigma/{layer}"} <= hists, layer
+    kinds = {g.kind for g in model.units()}
+    scalars = set(acc.Tags()["scalars"])
+    assert any(tag.startswith(tuple(f"kl_{k}/" for k in kinds)) for tag in scalars)
