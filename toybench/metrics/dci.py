@@ -59,18 +59,31 @@ def _fit_reference(x_train, y_train, x_test, y_test) -> _FactorFit:
     )
 
 
-def _fit_fast(x_train, y_train, x_test, y_test) -> _FactorFit:
-    from toybench.metrics._gbm import fit_gbm  # imported lazily: the fast core is optional
+def _fit_fast(x_train, y_train, x_test, y_test) -> list[_FactorFit]:
+    """`toybench.metrics._gbm.fit_gbm_factors`: every factor's model at once (all their trees
+    share each pass over the presorted codes; factor groups run in parallel threads)."""
+    from toybench.metrics._gbm import fit_gbm_factors  # imported lazily: needs numba
 
-    fit = fit_gbm(x_train, y_train, x_test, y_test)
-    return _FactorFit(
-        np.abs(np.asarray(fit.importance, dtype=np.float64)),
-        float(fit.train_accuracy),
-        float(fit.test_accuracy),
-    )
+    return [
+        _FactorFit(
+            np.abs(np.asarray(fit.importance, dtype=np.float64)),
+            float(fit.train_accuracy),
+            float(fit.test_accuracy),
+        )
+        for fit in fit_gbm_factors(x_train, y_train, x_test, y_test)
+    ]
 
 
-_FITTERS = {"fast": _fit_fast, "reference": _fit_reference}
+def _fit_reference_factors(x_train, y_train, x_test, y_test) -> list[_FactorFit]:
+    """`_fit_reference` for each column of ``y_train (n, K)``, one after the other."""
+    return [
+        _fit_reference(x_train, y_train[:, k], x_test, y_test[:, k])
+        for k in range(y_train.shape[1])
+    ]
+
+
+#: Per backend: ``(x_train, y_train (n, K), x_test, y_test (m, K)) -> list of K _FactorFit``.
+_FITTERS = {"fast": _fit_fast, "reference": _fit_reference_factors}
 
 
 def importance_matrix(codes, factors, *, backend: str = "fast") -> tuple[np.ndarray, float, float]:
@@ -85,15 +98,10 @@ def importance_matrix(codes, factors, *, backend: str = "fast") -> tuple[np.ndar
         raise KeyError(f"unknown DCI backend {backend!r}; valid: {sorted(_FITTERS)}") from None
     codes, factors = check_inputs(codes, factors)
     split = train_test_split(codes, factors)
-    importance = np.zeros((codes.shape[1], factors.shape[1]))
-    train_acc, test_acc = [], []
-    for k in range(factors.shape[1]):
-        fit = fitter(
-            split.codes_train, split.factors_train[:, k], split.codes_test, split.factors_test[:, k]
-        )
-        importance[:, k] = fit.importance
-        train_acc.append(fit.train_accuracy)
-        test_acc.append(fit.test_accuracy)
+    fits = fitter(split.codes_train, split.factors_train, split.codes_test, split.factors_test)
+    importance = np.column_stack([fit.importance for fit in fits])  # (L, K)
+    train_acc = [fit.train_accuracy for fit in fits]
+    test_acc = [fit.test_accuracy for fit in fits]
     return importance, float(np.mean(train_acc)), float(np.mean(test_acc))
 
 
