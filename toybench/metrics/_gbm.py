@@ -54,6 +54,8 @@ _FEATURE_THRESHOLD = np.float32(1e-7)
 _EPSILON = float(np.finfo(np.float64).eps)
 #: ``_safe_divide`` in ``ensemble/_gb.py``: a Newton step with a smaller denominator is 0.
 _TINY_HESSIAN = 1e-150
+#: Deepest trees supported (leaf codes ``-2 - heap index`` are stored as int16).
+_MAX_DEPTH = 14
 #: Trees per stage are padded to a multiple of this (doubles per 512-bit register).
 _LANES = 8
 
@@ -304,33 +306,65 @@ def _pick_features(num, den, seed, stage, depth, splittable, tree_index):
     return best_feature, best_proxy
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_leaf_values(raw_row, node_row, value, learning_rate):
+    """Add ``learning_rate ×`` the value of each tree's leaf (``node_row`` holds ``-2 - leaf``;
+    rows of no leaf yet, ``>= -1``, are skipped) to one row of raw scores."""
+    for t in range(raw_row.shape[0]):
+        code = node_row[t]
+        if code <= -2:
+            raw_row[t] += learning_rate * value[t, -2 - code]
+
+
 @numba.njit(cache=True, nogil=True)
-def _negative_gradient(labels, first_tree, tree_count, raw_train, neg_gradient):
-    """Negative gradient of the half multinomial / binomial deviance (scikit-learn's _loss) of
-    every factor's trees; lanes of no factor (padding) keep a zero gradient."""
+def _start_stage(
+    labels,  # (n, K)
+    first_tree,  # (K,)
+    tree_count,  # (K,)
+    tree_factor,  # (T,)
+    raw_train,  # (n, T) in/out
+    value,  # (T, n_heap): the previous stage's leaf values (zeros before the first stage)
+    learning_rate,
+    neg_gradient,  # (n + 1, T) out
+    node,  # (n + 1, T) in/out
+    root_total,  # (T,) out
+    root_square_total,  # (T,) out
+):
+    """One pass over the rows: the previous stage's leaf values join the raw scores, then the
+    negative gradient of the half multinomial / binomial deviance (scikit-learn's _loss) of
+    every factor's trees (padding lanes keep a zero gradient), and every tree's row goes to its
+    root, whose gradient sums are taken (rows in ascending order, as in every sum here)."""
+    n_trees = raw_train.shape[1]
     for i in range(labels.shape[0]):
+        raw = raw_train[i]
+        _add_leaf_values(raw, node[i], value, learning_rate)
         for k in range(labels.shape[1]):
-            first, n_trees = first_tree[k], tree_count[k]
-            if n_trees > 1:
-                top = raw_train[i, first]
-                for t in range(first + 1, first + n_trees):
-                    top = max(top, raw_train[i, t])
+            first, size = first_tree[k], tree_count[k]
+            if size > 1:
+                top = raw[first]
+                for t in range(first + 1, first + size):
+                    top = max(top, raw[t])
                 sum_exp = 0.0
-                for t in range(first, first + n_trees):
-                    e = np.exp(raw_train[i, t] - top)
+                for t in range(first, first + size):
+                    e = np.exp(raw[t] - top)
                     neg_gradient[i, t] = e
                     sum_exp += e
-                for t in range(first, first + n_trees):
+                for t in range(first, first + size):
                     target = 1.0 if labels[i, k] == t - first else 0.0
                     neg_gradient[i, t] = -(neg_gradient[i, t] / sum_exp - target)
             else:
                 y = np.float64(labels[i, k])
-                raw = raw_train[i, first]
-                if raw > -37.0:
-                    e = np.exp(-raw)
+                if raw[first] > -37.0:
+                    e = np.exp(-raw[first])
                     neg_gradient[i, first] = -(((1.0 - y) - y * e) / (1.0 + e))
                 else:
-                    neg_gradient[i, first] = -(np.exp(raw) - y)
+                    neg_gradient[i, first] = -(np.exp(raw[first]) - y)
+        for t in range(n_trees):
+            if tree_factor[t] >= 0:
+                g = neg_gradient[i, t]
+                root_total[t] += g
+                root_square_total[t] += g * g
+                node[i, t] = 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -346,6 +380,7 @@ def _boost(
     raw_train,  # (n, T) float64 in/out, starts at the init scores
     raw_test,  # (m, T) float64 in/out
     importance,  # (K, L) float64 out: summed unnormalized tree importances per factor
+    node,  # (n + 1, T) signed integers, all -1: work space (see below)
     n_estimators,
     learning_rate,
     max_depth,
@@ -353,7 +388,12 @@ def _boost(
 ):
     """All stages of boosting for several factors at once; the T trees of a stage (all classes
     of all factors, plus idle padding lanes) are grown together, level by level. Every tree's
-    computation depends only on its own factor, whatever else shares the call."""
+    computation depends only on its own factor, whatever else shares the call.
+
+    ``node[i, t]`` says where training row ``i`` is in tree ``t``: ``a >= 0``, in node ``a`` of
+    the level being grown; ``-2 - h``, in the leaf at heap index ``h``; -1, nowhere (padding
+    lanes, and the extra row ``n`` that pads the last block of `_scan_feature`).
+    """
     n, n_features = x_rows.shape
     n_trees = raw_train.shape[1]
     n_heap = 2 ** (max_depth + 1) - 1
@@ -363,13 +403,9 @@ def _boost(
         for t in range(tree_count[k]):
             tree_factor[first_tree[k] + t] = k
             tree_index[first_tree[k] + t] = t
-    # One extra all-leaf row pads the last block of `_scan_feature`.
-    neg_gradient = np.zeros((n + 1, n_trees))
-    node = np.full((n + 1, n_trees), -1, dtype=np.int8)  # node of the current level; -1: leaf
-    leaf = np.zeros((n, n_trees), dtype=np.int64)  # heap index of the row's leaf
+    neg_gradient = np.zeros((n + 1, n_trees))  # row n: the padding row (zero gradient)
+    value = np.zeros((n_trees, n_heap))  # leaf values of the last stage
     for stage in range(n_estimators):
-        _negative_gradient(labels, first_tree, tree_count, raw_train, neg_gradient)
-
         # Per tree and heap node: row count, gradient sum, squared sum, impurity, split.
         count = np.zeros((n_trees, n_heap))
         total = np.zeros((n_trees, n_heap))
@@ -377,17 +413,25 @@ def _boost(
         impurity = np.zeros((n_trees, n_heap))
         feature = np.full((n_trees, n_heap), -1, dtype=np.int64)
         threshold = np.zeros((n_trees, n_heap))
-        # Loops over rows are outermost: (n, T) arrays are read row by row, and every sum
-        # still adds its rows in ascending order.
-        for i in range(n):
-            for t in range(n_trees):
-                if tree_factor[t] >= 0:
-                    g = neg_gradient[i, t]
-                    total[t, 0] += g
-                    square_total[t, 0] += g * g
-                    node[i, t] = 0
+        root_total = np.zeros(n_trees)
+        root_square_total = np.zeros(n_trees)
+        _start_stage(
+            labels,
+            first_tree,
+            tree_count,
+            tree_factor,
+            raw_train,
+            value,
+            learning_rate,
+            neg_gradient,
+            node,
+            root_total,
+            root_square_total,
+        )
         for t in range(n_trees):
             if tree_factor[t] >= 0:
+                total[t, 0] = root_total[t]
+                square_total[t, 0] = root_square_total[t]
                 count[t, 0] = n
                 impurity[t, 0] = square_total[t, 0] / n - (total[t, 0] / n) ** 2
 
@@ -398,20 +442,22 @@ def _boost(
             splittable = np.zeros((n_nodes, n_trees), dtype=np.bool_)
             lane_total = np.zeros((n_nodes, n_trees))
             lane_count = np.zeros((n_nodes, n_trees))
+            stuck = False  # some node holds rows but cannot split
             for a in range(n_nodes):
                 for t in range(n_trees):
                     h = base + a
                     splittable[a, t] = count[t, h] >= 2 and impurity[t, h] > _EPSILON
+                    stuck |= count[t, h] > 0 and not splittable[a, t]
                     lane_total[a, t] = total[t, h]
                     lane_count[a, t] = count[t, h]
             if not splittable.any():
                 break
-            for i in range(n):  # rows of nodes that cannot split are in a leaf
-                for t in range(n_trees):
-                    a = node[i, t]
-                    if a >= 0 and not splittable[a, t]:
-                        leaf[i, t] = base + a
-                        node[i, t] = -1
+            if stuck:  # rows of nodes that cannot split are in a leaf
+                for i in range(n):
+                    for t in range(n_trees):
+                        a = node[i, t]
+                        if a >= 0 and not splittable[a, t]:
+                            node[i, t] = -2 - (base + a)
 
             num = np.empty((n_features, n_nodes, n_trees))
             den = np.empty((n_features, n_nodes, n_trees))
@@ -433,25 +479,35 @@ def _boost(
                     )
             chosen, _ = _pick_features(num, den, seed, stage, depth, splittable, tree_index)
 
-            # Rows move to their children (rows of nodes without a split are in a leaf), and
-            # the children's statistics are summed on the way.
-            for i in range(n):
+            # Rows move to their children (rows of nodes without a split are in a leaf), then
+            # the children's statistics (count, sum, squared sum) are summed (two loops: the
+            # sums' addresses are known early, which makes both faster than one fused loop).
+            chosen_cut = np.empty((n_nodes, n_trees))
+            for a in range(n_nodes):
                 for t in range(n_trees):
-                    a = node[i, t]
+                    chosen_cut[a, t] = cut[max(chosen[a, t], 0), a, t]
+            for i in range(n):
+                x_row, node_row = x_rows[i], node[i]
+                for t in range(n_trees):
+                    a = np.int64(node_row[t])
                     if a < 0:
                         continue
                     f = chosen[a, t]
                     if f < 0:
-                        leaf[i, t] = base + a
-                        node[i, t] = -1
-                        continue
-                    side = np.int64(x_rows[i, f] > cut[f, a, t])  # 0: left (x <= threshold)
-                    child = 2 * (base + a) + 1 + side
-                    g = neg_gradient[i, t]
-                    count[t, child] += 1.0
-                    total[t, child] += g
-                    square_total[t, child] += g * g
-                    node[i, t] = 2 * a + side
+                        node_row[t] = -2 - (base + a)
+                    else:  # left child: x <= threshold
+                        node_row[t] = 2 * a + np.int64(x_row[f] > chosen_cut[a, t])
+            child_stats = np.zeros((n_trees, 2 * n_nodes, 3))
+            for i in range(n):
+                node_row, gradient_row = node[i], neg_gradient[i]
+                for t in range(n_trees):
+                    c = np.int64(node_row[t])
+                    if c >= 0:
+                        g = gradient_row[t]
+                        stats = child_stats[t, c]
+                        stats[0] += 1.0
+                        stats[1] += g
+                        stats[2] += g * g
             # scikit-learn's children_impurity / improvement.
             cancelled = False
             for t in range(n_trees):
@@ -461,6 +517,10 @@ def _boost(
                         continue
                     h = base + a
                     left, right = 2 * h + 1, 2 * h + 2
+                    for side in range(2):
+                        count[t, left + side] = child_stats[t, 2 * a + side, 0]
+                        total[t, left + side] = child_stats[t, 2 * a + side, 1]
+                        square_total[t, left + side] = child_stats[t, 2 * a + side, 2]
                     n_left, n_right = count[t, left], count[t, h] - count[t, left]
                     impurity[t, left] = (
                         square_total[t, left] / n_left - (total[t, left] / n_left) ** 2
@@ -484,10 +544,9 @@ def _boost(
             if cancelled:  # (rare) rows of a cancelled split go back to the node, a leaf
                 for i in range(n):
                     for t in range(n_trees):
-                        a = node[i, t]
-                        if a >= 0 and chosen[a // 2, t] < 0:
-                            leaf[i, t] = base + a // 2
-                            node[i, t] = -1
+                        c = node[i, t]
+                        if c >= 0 and chosen[c // 2, t] < 0:
+                            node[i, t] = -2 - (base + c // 2)
             level_base = 2 * base + 1
             # Importances: sum of weighted impurity decreases over split nodes / root size.
             for a in range(n_nodes):
@@ -501,13 +560,8 @@ def _boost(
                             - count[t, 2 * h + 2] * impurity[t, 2 * h + 2]
                         ) / n
 
-        # Rows still in a node of the last level reached are in that node's leaf.
-        for i in range(n):
-            for t in range(n_trees):
-                if node[i, t] >= 0:
-                    leaf[i, t] = level_base + node[i, t]
-                    node[i, t] = -1
-        # _update_terminal_regions: one Newton-Raphson step per leaf.
+        # _update_terminal_regions: one Newton-Raphson step per leaf. Rows still in a node of
+        # the last level reached are in that node's leaf.
         numerator = np.zeros((n_trees, n_heap))
         denominator = np.zeros((n_trees, n_heap))
         leaf_count = np.zeros((n_trees, n_heap))
@@ -516,17 +570,21 @@ def _boost(
                 k = tree_factor[t]
                 if k < 0:
                     continue
+                code = node[i, t]
+                if code >= 0:
+                    code = -2 - (level_base + code)
+                    node[i, t] = code
+                h = -2 - code
                 g = neg_gradient[i, t]
                 if tree_count[k] > 1:
                     target = 1.0 if labels[i, k] == tree_index[t] else 0.0
                 else:
                     target = np.float64(labels[i, k])
                 prob = target - g  # scikit-learn recovers p as y - (y - p)
-                h = leaf[i, t]
                 numerator[t, h] += g
                 denominator[t, h] += prob * (1.0 - prob)
                 leaf_count[t, h] += 1.0
-        value = np.zeros((n_trees, n_heap))
+        value[:] = 0.0
         for t in range(n_trees):
             k = tree_factor[t]
             if k < 0:
@@ -537,9 +595,6 @@ def _boost(
                     mean_hessian = denominator[t, h] / leaf_count[t, h]
                     if abs(mean_hessian) >= _TINY_HESSIAN:
                         value[t, h] = numerator[t, h] / leaf_count[t, h] * factor / mean_hessian
-        for i in range(n):
-            for t in range(n_trees):
-                raw_train[i, t] += learning_rate * value[t, leaf[i, t]]
         for i in range(x_test.shape[0]):
             for t in range(n_trees):
                 h = 0
@@ -548,6 +603,8 @@ def _boost(
                     down = 2 * h + 1 + np.int64(x_test[i, max(f, 0)] > threshold[t, h])
                     h = down if f >= 0 else h
                 raw_test[i, t] += learning_rate * value[t, h]
+    for i in range(n):  # the last stage's leaf values
+        _add_leaf_values(raw_train[i], node[i], value, learning_rate)
 
 
 def _as_float32_features(x, name: str) -> np.ndarray:
@@ -596,8 +653,8 @@ def _check_settings(n_estimators, learning_rate, max_depth, n_threads) -> None:
         raise ValueError(f"n_estimators must be a positive integer, got {n_estimators!r}")
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-    if not (isinstance(max_depth, int | np.integer) and 1 <= max_depth <= 30):
-        raise ValueError(f"max_depth must be an integer in [1, 30], got {max_depth!r}")
+    if not (isinstance(max_depth, int | np.integer) and 1 <= max_depth <= _MAX_DEPTH):
+        raise ValueError(f"max_depth must be an integer in [1, {_MAX_DEPTH}], got {max_depth!r}")
     if n_threads is not None and not (isinstance(n_threads, int | np.integer) and n_threads >= 1):
         raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
 
@@ -717,6 +774,8 @@ def fit_gbm_factors(
             raw_train[:, start : start + size] = init
             raw_test[:, start : start + size] = init
         importance = np.zeros((len(group), x_train.shape[1]))  # (G, L)
+        # Leaf codes -2 - h must fit: int8 up to depth 5, int16 beyond.
+        node = np.full((x_train.shape[0] + 1, width), -1, np.int8 if max_depth <= 5 else np.int16)
         _boost(
             np.ascontiguousarray(np.column_stack([factors[k].labels for k in group])),
             np.array([factors[k].classes.shape[0] for k in group], dtype=np.int64),
@@ -729,6 +788,7 @@ def fit_gbm_factors(
             raw_train,
             raw_test,
             importance,
+            node,
             int(n_estimators),
             float(learning_rate),
             int(max_depth),
