@@ -6,7 +6,8 @@ scikit-learn's ``GradientBoostingClassifier()`` with its defaults and reads its 
 feature importances. That model is Friedman's gradient boosting (Friedman 2001, "Greedy function
 approximation: a gradient boosting machine", https://doi.org/10.1214/aos/1013203451) with the
 multinomial deviance (binomial deviance for two classes). scikit-learn needs minutes for one DCI
-score at n = 10,000; this module computes the same model in about a second.
+score at n = 10,000 (8,000 training rows, 10 codes, factors of 3, 6, 40, 32 and 32 classes); this
+module fits the same five models in about 6 s of CPU time, split over the available cores.
 
 What is reproduced, following scikit-learn 1.9's ``ensemble/_gb.py``, ``_loss``, and ``tree/``:
 
@@ -29,12 +30,23 @@ What is reproduced, following scikit-learn 1.9's ``ensemble/_gb.py``, ``_loss``,
 * predictions: ``argmax`` of the raw scores (``raw >= 0`` for two classes).
 
 Differences: scikit-learn visits features in a random order per node, so among *exactly* tied
-candidate splits it may choose another feature than this module (which keeps the first feature
-in column order); sums are accumulated in a different order, so importances agree to about 1e-12
-relative where no tie intervenes. No global random state is used.
+candidate splits it may choose another feature than this module (which breaks ties between
+features uniformly at random with a hash of ``seed``); sums are accumulated in a different order,
+so importances agree to about 1e-12 relative where no tie intervenes. No global random state is
+used.
 
-The boosting core is compiled with numba (``cache=True``, so compilation happens once per
-installation, not per call) and releases the GIL, so factors can be fitted in threads.
+How it is fast: every tree of a stage — all classes of all factors given to `fit_gbm_factors` —
+is grown at once, level by level. Per level and feature, one pass over the presorted rows updates
+every (node, tree) lane (running left sum and count; a candidate split is scored when a row of
+the lane's node arrives), branch-free over contiguous lanes so that it compiles to SIMD code,
+taking four rows per lane visit so the lane state stays in registers; the root level, where every
+row is in every tree's node, has a cheaper pass of its own. Every other per-stage step is a pass
+over rows with the trees innermost. The cost is about ``stages × levels × features × rows ×
+nodes per level × trees`` lane updates, and a lane's result never depends on the other lanes, so
+factors are split into groups fitted in parallel threads with bit-identical results.
+
+The boosting core is compiled with numba (``cache=True``: compiled once per installation, about
+10 s, not per call) and releases the GIL.
 """
 
 from __future__ import annotations
