@@ -12,7 +12,8 @@ the classifiers' mean train and test *accuracy* (disentanglement_lib names these
 ``test_err`` though they are accuracies).
 
 Two backends give the same numbers: ``"reference"`` runs scikit-learn, ``"fast"`` (the default)
-runs toybench's exact re-implementation in `toybench.metrics._gbm`.
+runs toybench's exact re-implementation in `toybench.metrics._gbm`, fitting all factors' models
+at once and in parallel threads (seconds instead of minutes at n = 10,000).
 """
 
 from __future__ import annotations
