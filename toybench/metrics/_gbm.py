@@ -454,22 +454,16 @@ def _boost(
             splittable = np.zeros((n_nodes, n_trees), dtype=np.bool_)
             lane_total = np.zeros((n_nodes, n_trees))
             lane_count = np.zeros((n_nodes, n_trees))
-            stuck = False  # some node holds rows but cannot split
             for a in range(n_nodes):
                 for t in range(n_trees):
                     h = base + a
                     splittable[a, t] = count[t, h] >= 2 and impurity[t, h] > _EPSILON
-                    stuck |= count[t, h] > 0 and not splittable[a, t]
                     lane_total[a, t] = total[t, h]
                     lane_count[a, t] = count[t, h]
             if not splittable.any():
                 break
-            if stuck:  # rows of nodes that cannot split are in a leaf
-                for i in range(n):
-                    for t in range(n_trees):
-                        a = node[i, t]
-                        if a >= 0 and not splittable[a, t]:
-                            node[i, t] = -2 - (base + a)
+            # Rows of nodes that cannot split stay there for the scans (whose results for those
+            # lanes `_pick_features` ignores) and become leaves when the rows move below.
 
             num = np.empty((n_features, n_nodes, n_trees))
             den = np.empty((n_features, n_nodes, n_trees))
