@@ -342,7 +342,9 @@ def test_tensorboard_has_every_latent_layer(tmp_path: Path):
     assert {"reconstructions", "traversals"} <= set(acc.Tags()["images"])
 
 
-@pytest.mark.parametrize("name", ["vae", "beta-tcvae", "csvae", "hvae"])
+@pytest.mark.parametrize("name", [pytest.param("vae", marks=pytest.mark.slow),
+                                  pytest.param("beta-tcvae", marks=pytest.mark.slow),
+                                  "csvae", "hvae"])
 def test_every_baseline_logs_every_posterior_layer(tmp_path: Path, name):
     """Real baselines: one μ and one σ histogram per entry of ``posteriors`` (incl. the top)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
