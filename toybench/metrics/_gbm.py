@@ -45,8 +45,8 @@ over rows with the trees innermost. The cost is about ``stages × levels × feat
 nodes per level × trees`` lane updates, and a lane's result never depends on the other lanes, so
 factors are split into groups fitted in parallel threads with bit-identical results.
 
-The boosting core is compiled with numba (``cache=True``: compiled once per installation, about
-10 s, not per call) and releases the GIL.
+The boosting core is compiled with numba (``cache=True``: compiled once per installation, 10-15
+s, not per call) and releases the GIL.
 """
 
 from __future__ import annotations
