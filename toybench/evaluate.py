@@ -98,8 +98,49 @@ def encode_images(encode: Encode, images: np.ndarray, *, batch: int = 1024) -> n
     return np.concatenate(chunks, axis=0)
 
 
+#: Images per ``generator.render`` call: large enough that per-call costs (patch building,
+#: validation) vanish, small enough to bound memory (8,192 RGB 64 × 64 images are 100 MB).
+RENDER_CHUNK = 8192
+
+
+def _codes_of_factors(encode: Encode, generator, factors: np.ndarray, encode_batch: int):
+    """``(n, L)`` float64 codes of the images of factor rows ``(n, K)``.
+
+    Renders ``RENDER_CHUNK`` rows at a time and encodes each chunk in batches of
+    ``encode_batch``; no image array larger than one chunk is ever held.
+    """
+    return np.concatenate(
+        [
+            encode_images(
+                encode, generator.render(factors[start : start + RENDER_CHUNK]), batch=encode_batch
+            )
+            for start in range(0, len(factors), RENDER_CHUNK)
+        ],
+        axis=0,
+    )
+
+
+def _reduce_points(encode, generator, factors: np.ndarray, per_point: int, reduce, encode_batch):
+    """Encode factor rows grouped by point and reduce each point's codes to one row.
+
+    ``factors`` is ``(n_points * per_point, K)``, point i owning rows
+    ``i * per_point : (i + 1) * per_point``; ``reduce`` maps codes ``(S, per_point, L)`` to
+    ``(S, ...)``. Points are processed whole, about ``RENDER_CHUNK`` images at a time, so only
+    one chunk's codes are held; the result does not depend on the chunk size.
+    """
+    step = max(1, RENDER_CHUNK // per_point) * per_point  # whole points per chunk
+    out = []
+    for start in range(0, len(factors), step):
+        codes = _codes_of_factors(encode, generator, factors[start : start + step], encode_batch)
+        out.append(reduce(codes.reshape(-1, per_point, codes.shape[1])))
+    return np.concatenate(out, axis=0)
+
+
 def _sample_fixed(generator, rng, corr, factor_per_row, level_per_row) -> np.ndarray:
-    """``(m, K)`` factors; row i is drawn under do(factor_per_row[i] = level_per_row[i])."""
+    """``(m, K)`` factors; row i is drawn under do(factor_per_row[i] = level_per_row[i]).
+
+    One vectorized ``sample_factors`` call per distinct intervened factor.
+    """
     out = np.empty((len(factor_per_row), len(generator.concept_names)), dtype=np.int64)
     for k in np.unique(factor_per_row):
         rows = np.flatnonzero(factor_per_row == k)
@@ -108,9 +149,10 @@ def _sample_fixed(generator, rng, corr, factor_per_row, level_per_row) -> np.nda
     return out
 
 
-def _chunks(total: int, size: int):
-    for start in range(0, total, size):
-        yield min(size, total - start)
+def _marginal_levels(generator, rng, corr, factor_per_row) -> np.ndarray:
+    """``(m,)`` a level of factor ``factor_per_row[i]`` per row, from its observational marginal."""
+    observed = generator.sample_factors(len(factor_per_row), rng, corr=corr)  # (m, K)
+    return observed[np.arange(len(factor_per_row)), factor_per_row]
 
 
 class FactorVAEScore(NamedTuple):
@@ -122,28 +164,32 @@ class FactorVAEScore(NamedTuple):
 
 
 def _factor_vae_votes(encode, generator, rng, corr, n_points, config, scale, active):
-    """``(K, L)`` votes: for each point, the fixed factor votes for its least-varying dimension."""
+    """``(K, L)`` votes: for each point, the fixed factor votes for its least-varying dimension.
+
+    All points' factors are drawn first (point i: factor k_i uniform, a level v_i from k_i's
+    marginal, ``batch_size`` rows under do(k_i = v_i)), then rendered and encoded in large chunks.
+    """
     n_factors = len(generator.concept_names)
+    batch = config.batch_size
+    fixed = rng.integers(n_factors, size=n_points)  # (P,) which factor each point fixes
+    levels = _marginal_levels(generator, rng, corr, fixed)  # (P,)
+    factors = _sample_fixed(
+        generator, rng, corr, np.repeat(fixed, batch), np.repeat(levels, batch)
+    )  # (P * B, K), point-major
+    local = _reduce_points(
+        encode,
+        generator,
+        factors,
+        batch,
+        lambda codes: codes.var(axis=1, ddof=1),  # (S, B, L) -> (S, L)
+        config.encode_batch,
+    )  # (P, L)
+    local = local[:, active] / scale[active]  # (P, L_active)
+    # disentanglement_lib indexes the vote with the position inside the *active* subset;
+    # mapping it back to the dimension's own index is the correct reading.
+    chosen = np.flatnonzero(active)[np.argmin(local, axis=1)]
     votes = np.zeros((n_factors, len(scale)), dtype=np.int64)
-    active_index = np.flatnonzero(active)
-    per_chunk = max(1, config.encode_batch // config.batch_size)
-    for size in _chunks(n_points, per_chunk):
-        fixed = rng.integers(n_factors, size=size)  # (S,) which factor each point fixes
-        levels = generator.sample_factors(size, rng, corr=corr)[np.arange(size), fixed]
-        factors = _sample_fixed(
-            generator,
-            rng,
-            corr,
-            np.repeat(fixed, config.batch_size),
-            np.repeat(levels, config.batch_size),
-        )  # (S * B, K)
-        codes = encode_images(encode, generator.render(factors), batch=config.encode_batch)
-        codes = codes.reshape(size, config.batch_size, -1)  # (S, B, L)
-        local = codes.var(axis=1, ddof=1)[:, active] / scale[active]  # (S, L_active)
-        # disentanglement_lib indexes the vote with the position inside the *active* subset;
-        # mapping it back to the dimension's own index is the correct reading.
-        chosen = active_index[np.argmin(local, axis=1)]
-        np.add.at(votes, (fixed, chosen), 1)
+    np.add.at(votes, (fixed, chosen), 1)
     return votes
 
 
@@ -183,7 +229,7 @@ def factor_vae_score(
     FactorVAEScore(train_accuracy, eval_accuracy, n_active)
     """
     factors = generator.sample_factors(config.factor_vae_variance, rng, corr=corr)
-    codes = encode_images(encode, generator.render(factors), batch=config.encode_batch)
+    codes = _codes_of_factors(encode, generator, factors, config.encode_batch)
     variances = codes.var(axis=0, ddof=1)
     active = np.sqrt(variances) >= config.prune_threshold
     if not active.any():
@@ -211,24 +257,31 @@ class BetaVAEScore(NamedTuple):
 
 
 def _beta_vae_points(encode, generator, rng, corr, n_points, config):
-    """``(n_points, L)`` mean |z1 − z2| features over pairs sharing one factor, and labels."""
+    """``(n_points, L)`` mean |z1 − z2| features over pairs sharing one factor, and labels.
+
+    All points' factors are drawn first (point i: factor k_i uniform; pair j: a level v_ij from
+    k_i's marginal and two rows under do(k_i = v_ij)), then rendered and encoded in large chunks.
+    """
     n_factors = len(generator.concept_names)
-    features, labels = [], []
-    per_chunk = max(1, config.encode_batch // (2 * config.batch_size))
-    for size in _chunks(n_points, per_chunk):
-        fixed = rng.integers(n_factors, size=size)  # (S,)
-        rows = np.repeat(fixed, config.batch_size)  # (S * B,)
-        observed = generator.sample_factors(len(rows), rng, corr=corr)
-        levels = observed[np.arange(len(rows)), rows]  # pair i shares level levels[i]
-        first = _sample_fixed(generator, rng, corr, rows, levels)
-        second = _sample_fixed(generator, rng, corr, rows, levels)
-        images = generator.render(np.concatenate([first, second]))
-        codes = encode_images(encode, images, batch=config.encode_batch)
-        z1, z2 = codes[: len(rows)], codes[len(rows) :]
-        diff = np.abs(z1 - z2).reshape(size, config.batch_size, -1)  # (S, B, L)
-        features.append(diff.mean(axis=1))
-        labels.append(fixed)
-    return np.concatenate(features), np.concatenate(labels)
+    batch = config.batch_size
+    fixed = rng.integers(n_factors, size=n_points)  # (P,)
+    rows = np.repeat(fixed, batch)  # (P * B,)
+    levels = _marginal_levels(generator, rng, corr, rows)  # pair j shares level levels[j]
+    first = _sample_fixed(generator, rng, corr, rows, levels)  # (P * B, K)
+    second = _sample_fixed(generator, rng, corr, rows, levels)
+    n_concepts = first.shape[1]
+    factors = np.stack(
+        [first.reshape(n_points, batch, n_concepts), second.reshape(n_points, batch, n_concepts)],
+        axis=1,
+    ).reshape(-1, n_concepts)  # (P * 2B, K): per point its B first images, then the B second
+
+    def mean_abs_diff(codes: np.ndarray) -> np.ndarray:  # (S, 2B, L) -> (S, L)
+        return np.abs(codes[:, :batch] - codes[:, batch:]).mean(axis=1)
+
+    features = _reduce_points(
+        encode, generator, factors, 2 * batch, mean_abs_diff, config.encode_batch
+    )
+    return features, fixed
 
 
 def beta_vae_score(
@@ -305,15 +358,17 @@ def intervention_consistency_scores(
     ``consistency_descendants``.
     """
     names = generator.concept_names
-    out: dict[str, float] = {}
+    pairs = []  # per concept: factual (n, K) and counterfactual (n, K) rows
     for k, name in enumerate(names):
         noise = generator.sample_noise(n_pairs, rng)
         factual = generator.factors_from_noise(noise, corr=corr)
         level = _other_level(factual[:, k], generator.concepts[k].n_levels, rng)
-        counterfactual = generator.counterfactual(factual, noise, {name: level}, corr=corr)
-        images = generator.render(np.concatenate([factual, counterfactual]))
-        codes = encode_images(encode, images, batch=encode_batch)
-        before, after = codes[:n_pairs], codes[n_pairs:]
+        pairs += [factual, generator.counterfactual(factual, noise, {name: level}, corr=corr)]
+    codes = _codes_of_factors(encode, generator, np.concatenate(pairs), encode_batch)
+    codes = codes.reshape(len(names), 2, n_pairs, -1)  # (K, factual | counterfactual, n, L)
+    out: dict[str, float] = {}
+    for k, name in enumerate(names):
+        before, after = codes[k, 0], codes[k, 1]
         own = [int(latent_of_concept[k])] if latent_of_concept[k] >= 0 else []
         family = [names.index(d) for d in generator.dag.descendants(name)] + [k]
         with_descendants = [int(latent_of_concept[j]) for j in family if latent_of_concept[j] >= 0]
@@ -349,21 +404,21 @@ def responsibility_matrix(
     observational codes. See `toybench.metrics.responsibilities`.
     """
     base = generator.sample_factors(n_pairs, rng, corr=corr)
-    base_codes = encode_images(encode, generator.render(base), batch=encode_batch)
+    edited = []
+    for k, concept in enumerate(generator.concepts):
+        moved = base.copy()
+        moved[:, k] = _other_level(base[:, k], concept.n_levels, rng)
+        edited.append(moved)
+    n_factors = len(generator.concepts)
+    codes = _codes_of_factors(encode, generator, np.concatenate([base, *edited]), encode_batch)
+    base_codes, after = codes[:n_pairs], codes[n_pairs:]  # (n, L), (K * n, L)
     scale = base_codes.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    befores, afters, changed = [], [], []
-    for k, concept in enumerate(generator.concepts):
-        edited = base.copy()
-        edited[:, k] = _other_level(base[:, k], concept.n_levels, rng)
-        befores.append(base_codes)
-        afters.append(encode_images(encode, generator.render(edited), batch=encode_batch))
-        changed.append(np.full(n_pairs, k))
     return metrics.responsibilities(
-        np.concatenate(befores),
-        np.concatenate(afters),
-        np.concatenate(changed),
-        len(generator.concepts),
+        np.tile(base_codes, (n_factors, 1)),
+        after,
+        np.repeat(np.arange(n_factors), n_pairs),
+        n_factors,
         scale=scale,
     )
 
