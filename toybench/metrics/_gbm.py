@@ -123,8 +123,8 @@ def _candidate(
     best_den = den if better else best_den
     best_position = position if better else best_position
     last_plus = x_plus if member else last_plus
-    s_left = s_left + (g if member else 0.0)
-    n_left = n_left + (1.0 if member else 0.0)
+    s_left = s_left + g if member else s_left
+    n_left = n_left + 1.0 if member else n_left
     return s_left, n_left, last_plus, best_num, best_den, best_position
 
 
