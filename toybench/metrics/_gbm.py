@@ -7,7 +7,7 @@ feature importances. That model is Friedman's gradient boosting (Friedman 2001, 
 approximation: a gradient boosting machine", https://doi.org/10.1214/aos/1013203451) with the
 multinomial deviance (binomial deviance for two classes). scikit-learn needs minutes for one DCI
 score at n = 10,000 (8,000 training rows, 10 codes, factors of 3, 6, 40, 32 and 32 classes); this
-module fits the same five models in about 6 s of CPU time, split over the available cores.
+module fits the same five models in 6-7 s of CPU time, split over the available cores.
 
 What is reproduced, following scikit-learn 1.9's ``ensemble/_gb.py``, ``_loss``, and ``tree/``:
 
