@@ -133,6 +133,61 @@ def test_scores_are_seeded():
     assert first == second
 
 
+class CountingEncoder:
+    """``rotated`` codes; remembers every image row it was asked to encode."""
+
+    def __init__(self):
+        self.rows = []
+
+    def __call__(self, images):
+        self.rows.append(images[:, 0, 0, :].copy())
+        return rotated(images)
+
+    @property
+    def seen(self):
+        return np.concatenate(self.rows)
+
+
+def test_code_book_encodes_each_distinct_row_once_and_returns_its_code():
+    gen = FakeGenerator()
+    encode = CountingEncoder()
+    book = ev._CodeBook(encode, gen, encode_batch=7)
+    rng = np.random.default_rng(0)
+    for n in (50, 300, 1):  # later calls mostly hit rows already encoded
+        factors = gen.sample_factors(n, rng, corr=np.inf)
+        np.testing.assert_allclose(book(factors), rotated(gen.render(factors)), rtol=1e-12)
+    seen = encode.seen
+    assert len(np.unique(seen, axis=0)) == len(seen) <= int(np.prod(SIZES))
+
+
+def test_code_book_without_a_key_grid_encodes_every_row():
+    class HugeGenerator(FakeGenerator):  # 2^63 level combinations: no int64 key
+        concepts = tuple(SimpleNamespace(name=n, n_levels=2**21) for n in NAMES)
+
+    gen, encode = HugeGenerator(), CountingEncoder()
+    factors = FakeGenerator().sample_factors(40, np.random.default_rng(0), corr=np.inf)
+    book = ev._CodeBook(encode, gen, encode_batch=16)
+    np.testing.assert_allclose(book(factors), rotated(gen.render(factors)), rtol=1e-12)
+    book(factors)
+    assert len(encode.seen) == 2 * len(factors)
+
+
+def test_scores_do_not_depend_on_the_render_chunk(monkeypatch):
+    gen, config = FakeGenerator(), dataclasses.replace(SMALL, factor_vae_variance=100)
+
+    def scores():
+        return (
+            ev.factor_vae_score(
+                rotated, gen, corr=0.3, rng=np.random.default_rng(3), config=config
+            ),
+            ev.beta_vae_score(rotated, gen, corr=0.3, rng=np.random.default_rng(3), config=config),
+        )
+
+    default = scores()
+    monkeypatch.setattr(ev, "RENDER_CHUNK", 40)  # 2 FactorVAE points, 1 BetaVAE point per chunk
+    assert scores() == default
+
+
 def test_intervention_consistency_oracle():
     scores = ev.intervention_consistency_scores(
         oracle,
@@ -226,6 +281,18 @@ def test_evaluate_encoder_keys_and_oracle_values():
     assert scores["test.entanglement.a-b"] > scores["test_decorrelated.entanglement.a-b"] + 0.2
     again = ev.evaluate_encoder(oracle, gen, datasets, seed=0, config=config)
     assert again == scores
+
+
+def test_evaluate_encoder_encodes_each_generated_row_once_across_splits():
+    gen = FakeGenerator()
+    datasets = {
+        "test": _dataset(gen, "test", 0.3, 100, 1),
+        "test_decorrelated": _dataset(gen, "test_decorrelated", np.inf, 100, 2),
+    }
+    encode = CountingEncoder()
+    ev.evaluate_encoder(encode, gen, datasets, seed=0, config=SMALL)
+    # the two datasets' own images, then at most every grid point once (of ~22,000 rows drawn)
+    assert len(encode.seen) <= 200 + int(np.prod(SIZES))
 
 
 def test_evaluate_encoder_rejects_mismatched_concepts():

@@ -17,12 +17,15 @@
   flat ``dict[str, float]`` with keys ``"<split>.<metric>"``.
 
 An ``encode`` callable maps uint8 images ``(n, C, H, W)`` to codes ``(n, L)`` (a numpy array or
-anything ``np.asarray`` accepts); no torch is imported here.
+anything ``np.asarray`` accepts); no torch is imported here. It must be deterministic (posterior
+means, not samples): the generator-based scores render and encode each distinct factor row once
+per evaluation and reuse its code wherever the row recurs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -120,18 +123,68 @@ def _codes_of_factors(encode: Encode, generator, factors: np.ndarray, encode_bat
     )
 
 
-def _reduce_points(encode, generator, factors: np.ndarray, per_point: int, reduce, encode_batch):
-    """Encode factor rows grouped by point and reduce each point's codes to one row.
+class _CodeBook:
+    """Codes of factor rows; each distinct row is rendered and encoded once, then looked up.
+
+    Exact, because an image is a function of its factor row (renderers draw every row on its
+    own) and a code a function of its image (deterministic encoders: posterior means, no
+    sampling). The interventional scores draw hundreds of thousands of rows from a grid of a few
+    ten thousand factor combinations, and one book serves every split of `evaluate_encoder`.
+    Rows are keyed by their mixed-radix index into the grid; a generator whose grid does not fit
+    in int64 gets no book (every row is rendered and encoded).
+    """
+
+    def __init__(self, encode: Encode, generator, encode_batch: int) -> None:
+        self.encode = encode
+        self.generator = generator
+        self.encode_batch = encode_batch
+        sizes = [concept.n_levels for concept in generator.concepts]
+        strides = [math.prod(sizes[k + 1 :]) for k in range(len(sizes))]
+        self._strides = np.array(strides, dtype=np.int64) if math.prod(sizes) < 2**62 else None
+        self._keys = np.empty(0, dtype=np.int64)  # (u,) sorted keys of the rows seen
+        self._codes: np.ndarray | None = None  # (u, L) their codes
+
+    def _key(self, factors: np.ndarray) -> np.ndarray:
+        return (np.asarray(factors, dtype=np.int64) * self._strides).sum(axis=1)  # (n,)
+
+    def add(self, factors: np.ndarray) -> None:
+        """Render and encode the rows of ``factors (n, K)`` not seen before (in large chunks)."""
+        if self._strides is None:
+            return
+        keys, first = np.unique(self._key(factors), return_index=True)
+        if self._codes is not None:
+            fresh = ~np.isin(keys, self._keys, assume_unique=True)
+            keys, first = keys[fresh], first[fresh]
+        if not len(keys):
+            return
+        codes = _codes_of_factors(self.encode, self.generator, factors[first], self.encode_batch)
+        if self._codes is not None:
+            keys = np.concatenate([self._keys, keys])
+            codes = np.concatenate([self._codes, codes], axis=0)
+        order = np.argsort(keys)
+        self._keys, self._codes = keys[order], codes[order]
+
+    def __call__(self, factors: np.ndarray) -> np.ndarray:
+        """``(n, L)`` float64 codes of the images of factor rows ``(n, K)``."""
+        if self._strides is None:
+            return _codes_of_factors(self.encode, self.generator, factors, self.encode_batch)
+        self.add(factors)
+        return self._codes[np.searchsorted(self._keys, self._key(factors))]
+
+
+def _reduce_points(book: _CodeBook, factors: np.ndarray, per_point: int, reduce) -> np.ndarray:
+    """Codes of factor rows grouped by point, each point's codes reduced to one row.
 
     ``factors`` is ``(n_points * per_point, K)``, point i owning rows
     ``i * per_point : (i + 1) * per_point``; ``reduce`` maps codes ``(S, per_point, L)`` to
-    ``(S, ...)``. Points are processed whole, about ``RENDER_CHUNK`` images at a time, so only
-    one chunk's codes are held; the result does not depend on the chunk size.
+    ``(S, ...)``. The distinct rows are encoded first, then whole points are reduced about
+    ``RENDER_CHUNK`` rows at a time, so only one chunk's codes are held.
     """
+    book.add(factors)
     step = max(1, RENDER_CHUNK // per_point) * per_point  # whole points per chunk
     out = []
     for start in range(0, len(factors), step):
-        codes = _codes_of_factors(encode, generator, factors[start : start + step], encode_batch)
+        codes = book(factors[start : start + step])
         out.append(reduce(codes.reshape(-1, per_point, codes.shape[1])))
     return np.concatenate(out, axis=0)
 
@@ -163,12 +216,13 @@ class FactorVAEScore(NamedTuple):
     n_active: int
 
 
-def _factor_vae_votes(encode, generator, rng, corr, n_points, config, scale, active):
+def _factor_vae_votes(book, rng, corr, n_points, config, scale, active):
     """``(K, L)`` votes: for each point, the fixed factor votes for its least-varying dimension.
 
     All points' factors are drawn first (point i: factor k_i uniform, a level v_i from k_i's
     marginal, ``batch_size`` rows under do(k_i = v_i)), then rendered and encoded in large chunks.
     """
+    generator = book.generator
     n_factors = len(generator.concept_names)
     batch = config.batch_size
     fixed = rng.integers(n_factors, size=n_points)  # (P,) which factor each point fixes
@@ -177,13 +231,8 @@ def _factor_vae_votes(encode, generator, rng, corr, n_points, config, scale, act
         generator, rng, corr, np.repeat(fixed, batch), np.repeat(levels, batch)
     )  # (P * B, K), point-major
     local = _reduce_points(
-        encode,
-        generator,
-        factors,
-        batch,
-        lambda codes: codes.var(axis=1, ddof=1),  # (S, B, L) -> (S, L)
-        config.encode_batch,
-    )  # (P, L)
+        book, factors, batch, lambda codes: codes.var(axis=1, ddof=1)
+    )  # (S, B, L) -> (P, L)
     local = local[:, active] / scale[active]  # (P, L_active)
     # disentanglement_lib indexes the vote with the position inside the *active* subset;
     # mapping it back to the dimension's own index is the correct reading.
@@ -228,19 +277,23 @@ def factor_vae_score(
     -------
     FactorVAEScore(train_accuracy, eval_accuracy, n_active)
     """
-    factors = generator.sample_factors(config.factor_vae_variance, rng, corr=corr)
-    codes = _codes_of_factors(encode, generator, factors, config.encode_batch)
+    return _factor_vae_score(_CodeBook(encode, generator, config.encode_batch), corr, rng, config)
+
+
+def _factor_vae_score(book: _CodeBook, corr, rng, config) -> FactorVAEScore:
+    factors = book.generator.sample_factors(config.factor_vae_variance, rng, corr=corr)
+    codes = book(factors)
     variances = codes.var(axis=0, ddof=1)
     active = np.sqrt(variances) >= config.prune_threshold
     if not active.any():
         return FactorVAEScore(0.0, 0.0, 0)
     train_votes = _factor_vae_votes(
-        encode, generator, rng, corr, config.factor_vae_train, config, variances, active
+        book, rng, corr, config.factor_vae_train, config, variances, active
     )
     classifier = np.argmax(train_votes, axis=0)  # (L,) majority factor of each dimension
     columns = np.arange(train_votes.shape[1])
     eval_votes = _factor_vae_votes(
-        encode, generator, rng, corr, config.factor_vae_eval, config, variances, active
+        book, rng, corr, config.factor_vae_eval, config, variances, active
     )
     return FactorVAEScore(
         float(train_votes[classifier, columns].sum() / train_votes.sum()),
@@ -256,12 +309,13 @@ class BetaVAEScore(NamedTuple):
     eval_accuracy: float
 
 
-def _beta_vae_points(encode, generator, rng, corr, n_points, config):
+def _beta_vae_points(book, rng, corr, n_points, config):
     """``(n_points, L)`` mean |z1 − z2| features over pairs sharing one factor, and labels.
 
     All points' factors are drawn first (point i: factor k_i uniform; pair j: a level v_ij from
     k_i's marginal and two rows under do(k_i = v_ij)), then rendered and encoded in large chunks.
     """
+    generator = book.generator
     n_factors = len(generator.concept_names)
     batch = config.batch_size
     fixed = rng.integers(n_factors, size=n_points)  # (P,)
@@ -278,10 +332,7 @@ def _beta_vae_points(encode, generator, rng, corr, n_points, config):
     def mean_abs_diff(codes: np.ndarray) -> np.ndarray:  # (S, 2B, L) -> (S, L)
         return np.abs(codes[:, :batch] - codes[:, batch:]).mean(axis=1)
 
-    features = _reduce_points(
-        encode, generator, factors, 2 * batch, mean_abs_diff, config.encode_batch
-    )
-    return features, fixed
+    return _reduce_points(book, factors, 2 * batch, mean_abs_diff), fixed
 
 
 def beta_vae_score(
@@ -315,18 +366,22 @@ def beta_vae_score(
     -------
     BetaVAEScore(train_accuracy, eval_accuracy)
     """
+    return _beta_vae_score(_CodeBook(encode, generator, config.encode_batch), corr, rng, config)
+
+
+def _beta_vae_score(book: _CodeBook, corr, rng, config) -> BetaVAEScore:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    x_train, y_train = _beta_vae_points(encode, generator, rng, corr, config.beta_vae_train, config)
+    x_train, y_train = _beta_vae_points(book, rng, corr, config.beta_vae_train, config)
     if np.unique(y_train).size < 2:
         raise ValueError(f"beta_vae_train={config.beta_vae_train} points drew a single factor")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = LogisticRegression(random_state=0).fit(x_train, y_train)
-    x_eval, y_eval = _beta_vae_points(encode, generator, rng, corr, config.beta_vae_eval, config)
+    x_eval, y_eval = _beta_vae_points(book, rng, corr, config.beta_vae_eval, config)
     return BetaVAEScore(
         float(np.mean(model.predict(x_train) == y_train)), float(model.score(x_eval, y_eval))
     )
@@ -357,6 +412,12 @@ def intervention_consistency_scores(
     latent by the assignment scores 0. The means over concepts are ``consistency`` and
     ``consistency_descendants``.
     """
+    book = _CodeBook(encode, generator, encode_batch)
+    return _consistency_scores(book, latent_of_concept, corr, rng, n_pairs)
+
+
+def _consistency_scores(book: _CodeBook, latent_of_concept, corr, rng, n_pairs):
+    generator = book.generator
     names = generator.concept_names
     pairs = []  # per concept: factual (n, K) and counterfactual (n, K) rows
     for k, name in enumerate(names):
@@ -364,7 +425,7 @@ def intervention_consistency_scores(
         factual = generator.factors_from_noise(noise, corr=corr)
         level = _other_level(factual[:, k], generator.concepts[k].n_levels, rng)
         pairs += [factual, generator.counterfactual(factual, noise, {name: level}, corr=corr)]
-    codes = _codes_of_factors(encode, generator, np.concatenate(pairs), encode_batch)
+    codes = book(np.concatenate(pairs))
     codes = codes.reshape(len(names), 2, n_pairs, -1)  # (K, factual | counterfactual, n, L)
     out: dict[str, float] = {}
     for k, name in enumerate(names):
@@ -410,7 +471,7 @@ def responsibility_matrix(
         moved[:, k] = _other_level(base[:, k], concept.n_levels, rng)
         edited.append(moved)
     n_factors = len(generator.concepts)
-    codes = _codes_of_factors(encode, generator, np.concatenate([base, *edited]), encode_batch)
+    codes = _CodeBook(encode, generator, encode_batch)(np.concatenate([base, *edited]))
     base_codes, after = codes[:n_pairs], codes[n_pairs:]  # (n, L), (K * n, L)
     scale = base_codes.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
@@ -511,6 +572,7 @@ def evaluate_encoder(
     dict[str, float]
     """
     out: dict[str, float] = {}
+    book = _CodeBook(encode, generator, config.encode_batch)  # codes are shared by all splits
     for split, dataset in datasets.items():
         concepts = tuple(dataset.concepts)
         if concepts != tuple(generator.concept_names):
@@ -525,8 +587,8 @@ def evaluate_encoder(
         if split in config.intervention_splits:
             rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
             corr = float(dataset.corr)
-            fvae = factor_vae_score(encode, generator, corr=corr, rng=rng, config=config)
-            bvae = beta_vae_score(encode, generator, corr=corr, rng=rng, config=config)
+            fvae = _factor_vae_score(book, corr, rng, config)
+            bvae = _beta_vae_score(book, corr, rng, config)
             scores.update(
                 {
                     "factor_vae.train_accuracy": fvae.train_accuracy,
@@ -537,15 +599,7 @@ def evaluate_encoder(
                 }
             )
             scores.update(
-                intervention_consistency_scores(
-                    encode,
-                    generator,
-                    latent_of_concept,
-                    corr=corr,
-                    rng=rng,
-                    n_pairs=config.consistency_pairs,
-                    encode_batch=config.encode_batch,
-                )
+                _consistency_scores(book, latent_of_concept, corr, rng, config.consistency_pairs)
             )
         out.update({f"{split}.{key}": float(value) for key, value in scores.items()})
     return out
