@@ -72,30 +72,34 @@ def _generator_lines() -> list[tuple[str, str]]:
     return generator_summaries()
 
 
-# `toybench list` sections: title -> function returning (name, one line) pairs. Baselines and
-# metrics add their section here.
-LIST_SECTIONS = {
-    "generators": _generator_lines,
-}
-
-
-@main.command(name="list")
-def list_() -> None:
-    """List the shipped generators (and, as they arrive, baselines and metrics)."""
-    with _UserErrors():
-        for title, lines in LIST_SECTIONS.items():
-            click.echo(f"{title}:")
-            for name, line in lines():
-                click.echo(f"  {name:<16} {line}")
-
-
 def _baseline_lines() -> list[tuple[str, str]]:
     from toybench.baselines import baseline_summaries
 
     return baseline_summaries()
 
 
-LIST_SECTIONS["baselines"] = _baseline_lines
+def _metric_lines() -> list[tuple[str, str]]:
+    from toybench.metrics import METRICS
+
+    return [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in METRICS.items()]
+
+
+# `toybench list` sections: title -> function returning (name, one line) pairs.
+LIST_SECTIONS = {
+    "generators": _generator_lines,
+    "baselines": _baseline_lines,
+    "metrics": _metric_lines,
+}
+
+
+@main.command(name="list")
+def list_() -> None:
+    """List the shipped generators, baselines and metrics, one line each."""
+    with _UserErrors():
+        for title, lines in LIST_SECTIONS.items():
+            click.echo(f"{title}:")
+            for name, line in lines():
+                click.echo(f"  {name:<16} {line}")
 
 
 @main.command(name="run")
@@ -146,15 +150,6 @@ def score_command(codes_npz: str, json_out: str | None, dci_backend: str) -> Non
         click.echo(format_scores(scores))
         if json_out is not None:
             click.echo(f"wrote {atomic_write_json(json_out, scores)}")
-
-
-def _metric_lines() -> list[tuple[str, str]]:
-    from toybench.metrics import METRICS
-
-    return [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in METRICS.items()]
-
-
-LIST_SECTIONS["metrics"] = _metric_lines
 
 
 if __name__ == "__main__":
