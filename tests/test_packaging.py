@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_wheel_ships_specs_and_cli_runs_outside_checkout(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
+         str(REPO)],
         check=True, capture_output=True, text=True,
     )
     (wheel,) = dist.glob("toybench-*.whl")
@@ -43,4 +44,5 @@ def test_wheel_ships_specs_and_cli_runs_outside_checkout(tmp_path):
     assert listed.returncode == 0, listed.stderr
     for name in shipped_specs("generators"):
         assert name in listed.stdout
-    assert set(shipped_specs("generators")) >= {"dsprites", "dsprites-pairs", "toy-causal", "pendulum"}
+    shipped = set(shipped_specs("generators"))
+    assert shipped >= {"dsprites", "dsprites-pairs", "toy-causal", "pendulum"}

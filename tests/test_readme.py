@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from toybench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +37,6 @@ def test_readme_python_examples_run(tmp_path):
 
 
 def test_readme_toybench_commands_exist_with_their_options():
-    runner = CliRunner()
     for block in _blocks("bash"):
         for line in block.splitlines():
             line = line.split("#")[0].strip()

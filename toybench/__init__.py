@@ -7,4 +7,4 @@ Generators with known causal structure (``toybench.scm``, ``toybench.render``), 
 
 __version__ = "0.1.0"
 
-from toybench.metrics import score  # noqa: E402  (numpy only: no torch, no scikit-learn)
+from toybench.metrics import score as score  # noqa: E402  (numpy only: no torch, no scikit-learn)

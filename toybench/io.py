@@ -60,7 +60,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_npz(path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray) -> Path:
+def atomic_save_npz(
+    path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray
+) -> Path:
     """Save arrays to an ``.npz`` atomically (no pickled objects: object arrays are refused)."""
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
