@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from toybench.errors import ToybenchError
+from toybench.render._inputs import check_size, input_columns
 
 INPUTS: tuple[str, ...] = ("pendulum_angle", "light_position", "shadow_length", "shadow_position")
 SIZES: tuple[int, ...] = (32, 64)
@@ -146,17 +147,9 @@ def _capsule(px, py, ax, ay, bx, by, radius) -> np.ndarray:
 
 
 def _validate(values: Mapping[str, np.ndarray], size: int) -> tuple[np.ndarray, ...]:
-    if size not in SIZES:
-        raise ToybenchError(f"pendulum: image size {size} not supported; choose one of {SIZES}")
-    missing = [k for k in INPUTS if k not in values]
-    if missing:
-        raise ToybenchError(
-            f"pendulum: missing inputs {', '.join(missing)}; needs {', '.join(INPUTS)}"
-        )
-    arrays = [np.asarray(values[k], dtype=np.float64) for k in INPUTS]
-    n = arrays[0].shape[0] if arrays[0].ndim == 1 else -1
-    if n < 0 or any(a.shape != (n,) for a in arrays):
-        raise ToybenchError("pendulum: every input must be a 1-d array of the same length")
+    check_size("pendulum", size, SIZES)
+    columns, n = input_columns("pendulum", values, INPUTS)
+    arrays = [column.astype(np.float64) for column in columns]
     if n and not np.all(np.isfinite(np.stack(arrays))):
         raise ToybenchError("pendulum: every input must be finite")
     angle, light, length, position = arrays

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from toybench.errors import ToybenchError
+from toybench.render._inputs import check_size, input_columns
 
 SHAPES: tuple[str, ...] = ("square", "triangle", "cross")
 INPUTS: tuple[str, ...] = ("shape", "size", "hue", "pos_x", "pos_y", "rotation")
@@ -202,18 +203,9 @@ def _patches(
 
 
 def _validate(values: Mapping[str, np.ndarray], size: int) -> tuple[np.ndarray, ...]:
-    if size not in SIZES:
-        raise ToybenchError(f"scene: image size {size} not supported; choose one of {SIZES}")
-    missing = [k for k in INPUTS if k not in values]
-    if missing:
-        raise ToybenchError(
-            f"scene: missing inputs {', '.join(missing)}; needs {', '.join(INPUTS)}"
-        )
-    shape = np.asarray(values["shape"])
-    floats = [np.asarray(values[k], dtype=np.float64) for k in INPUTS[1:]]
-    n = shape.shape[0] if shape.ndim == 1 else -1
-    if n < 0 or any(a.shape != (n,) for a in floats):
-        raise ToybenchError("scene: every input must be a 1-d array of the same length")
+    check_size("scene", size, SIZES)
+    (shape, *columns), n = input_columns("scene", values, INPUTS)
+    floats = [column.astype(np.float64) for column in columns]
     if (
         not np.issubdtype(shape.dtype, np.integer)
         or n

@@ -50,6 +50,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from toybench.errors import ToybenchError
+from toybench.render._inputs import check_size, input_columns
 
 SHAPES: tuple[str, ...] = ("square", "ellipse", "heart")
 INPUTS: tuple[str, ...] = ("shape", "scale", "orientation", "pos_x", "pos_y")
@@ -127,13 +128,10 @@ def _mask_words(
 
 
 def _validate(shape, scale, orientation, pos_x, pos_y, size) -> tuple[np.ndarray, ...]:
-    if size not in SIZES:
-        raise ToybenchError(f"sprites: image size {size} not supported; choose one of {SIZES}")
-    shape = np.asarray(shape)
-    arrays = [np.asarray(a, dtype=np.float64) for a in (scale, orientation, pos_x, pos_y)]
-    n = shape.shape[0] if shape.ndim == 1 else -1
-    if any(a.shape != (n,) for a in arrays) or n < 0:
-        raise ToybenchError("sprites: every input must be a 1-d array of the same length")
+    check_size("sprites", size, SIZES)
+    columns = dict(zip(INPUTS, (shape, scale, orientation, pos_x, pos_y), strict=True))
+    (shape, *rest), n = input_columns("sprites", columns, INPUTS)
+    arrays = [column.astype(np.float64) for column in rest]
     if not np.issubdtype(shape.dtype, np.integer) or n and (shape.min() < 0 or shape.max() > 2):
         raise ToybenchError(f"sprites: shape must be an integer index into {SHAPES}")
     scale, orientation, pos_x, pos_y = arrays
