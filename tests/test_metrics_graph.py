@@ -264,3 +264,17 @@ def test_pca_reference_exact_on_a_low_rank_image_set():
     assert worse.mse > 1e-4
     with pytest.raises(ValueError, match="n_components"):
         pca_reference(images[:200], images[200:], 0)
+
+
+def test_pca_references_share_one_fit_and_match_separate_calls():
+    from toybench.metrics.recon import pca_references
+
+    rng = np.random.default_rng(1)
+    images = (rng.random((260, 1, 6, 6)) < 0.3).astype(np.uint8) * 255
+    train, a, b = images[:200], images[200:230], images[230:]
+    both = pca_references(train, {"a": a, "b": b}, 3, seed=0)
+    assert set(both) == {"a", "b"}
+    assert both["a"] == pca_reference(train, a, 3, seed=0)
+    assert both["b"] == pca_reference(train, b, 3, seed=0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        pca_references(train, {"a": images[:5, :, :5, :5]}, 3)

@@ -337,7 +337,7 @@ def score_model(model, generator, splits: Mapping[str, Any], *, seed: int,
         Metrics, and artefacts for the plots (codes per split, KL per unit).
     """
     from toybench.evaluate import evaluate_encoder
-    from toybench.metrics.recon import pca_reference, reconstruction_errors
+    from toybench.metrics.recon import pca_references, reconstruction_errors
 
     def encode(images: np.ndarray) -> np.ndarray:
         return encode_images(model, images)
@@ -346,14 +346,18 @@ def score_model(model, generator, splits: Mapping[str, Any], *, seed: int,
     metrics = dict(evaluate_encoder(encode, generator, eval_sets, seed=seed, config=config))
     artefacts: dict[str, Any] = {"codes": {}, "kl_per_unit": None}
     train_images = splits["train"].images
+    n_codes = int(model.n_codes)
+    pca_by_split = pca_references(
+        train_images, {name: ds.images for name, ds in eval_sets.items()},
+        min(n_codes, len(train_images)), seed=seed,
+    )
     for name, ds in eval_sets.items():
         codes = encode_images(model, ds.images)
         artefacts["codes"][name] = codes
         terms = _loss_terms(model, ds.images, seed)
         errors = reconstruction_errors(ds.images, reconstruct_images(model, codes),
                                        elbo=None if terms is None else terms[0])
-        pca = pca_reference(train_images, ds.images, min(codes.shape[1], len(train_images)),
-                            seed=seed)
+        pca = pca_by_split[name]
         metrics[f"{name}.recon.bce"] = errors.bce
         metrics[f"{name}.recon.mse"] = errors.mse
         metrics[f"{name}.recon.pca_bce"] = pca.bce

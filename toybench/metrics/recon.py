@@ -9,6 +9,7 @@ than PCA" is a number.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -166,14 +167,23 @@ def pca_reference(train_images, test_images, n_components: int, *, seed: int = 0
     -------
     PCAReference(n_components, bce, mse, explained_variance_ratio)
     """
+    return pca_references(train_images, {"test": test_images}, n_components, seed=seed)["test"]
+
+
+def pca_references(
+    train_images, test_sets: Mapping[str, np.ndarray], n_components: int, *, seed: int = 0
+) -> dict[str, PCAReference]:
+    """`pca_reference` for several test sets from one PCA fit (the fit is the costly part).
+
+    Returns
+    -------
+    dict[str, PCAReference]
+        One entry per key of ``test_sets``.
+    """
     from sklearn.decomposition import PCA
 
     train = _as_unit_images(train_images, name="train_images")
-    test = _as_unit_images(test_images, name="test_images")
-    if train.shape[1:] != test.shape[1:]:
-        raise ValueError(f"train images {train.shape} and test images {test.shape} differ in shape")
     x_train = train.reshape(len(train), -1)  # (n_train, D)
-    x_test = test.reshape(len(test), -1)  # (n_test, D)
     if not 1 <= n_components <= min(x_train.shape):
         raise ValueError(
             f"n_components={n_components} must be in [1, {min(x_train.shape)}] for train images "
@@ -181,10 +191,19 @@ def pca_reference(train_images, test_images, n_components: int, *, seed: int = 0
         )
     pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
     pca.fit(x_train)
-    recon = np.clip(pca.inverse_transform(pca.transform(x_test)), 0.0, 1.0).reshape(test.shape)
-    return PCAReference(
-        n_components,
-        float(bce_per_image(test, recon).mean()),
-        float(mse_per_image(test, recon).mean()),
-        float(pca.explained_variance_ratio_.sum()),
-    )
+    references = {}
+    for name, test_images in test_sets.items():
+        test = _as_unit_images(test_images, name="test_images")
+        if train.shape[1:] != test.shape[1:]:
+            raise ValueError(
+                f"train images {train.shape} and test images {test.shape} differ in shape"
+            )
+        x_test = test.reshape(len(test), -1)  # (n_test, D)
+        recon = np.clip(pca.inverse_transform(pca.transform(x_test)), 0.0, 1.0).reshape(test.shape)
+        references[name] = PCAReference(
+            n_components,
+            float(bce_per_image(test, recon).mean()),
+            float(mse_per_image(test, recon).mean()),
+            float(pca.explained_variance_ratio_.sum()),
+        )
+    return references
