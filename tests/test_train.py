@@ -17,6 +17,7 @@ from torch import nn
 from toybench import io as tio
 from toybench.errors import ToybenchError
 from toybench.train import (
+    CHECKPOINT_FORMAT,
     NONFINITE_EXIT_CODE,
     TrainConfig,
     TrainingDiverged,
@@ -101,6 +102,21 @@ def _config(**kw):
                 hist_every=6, precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
+
+
+class DiagnosticVAE(TinyVAE):
+    """TinyVAE whose loss takes ``diagnostics`` (like the VAE family's logging-only TC term)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.diagnostics_flags = []
+
+    def loss(self, x, step, *, diagnostics=True, **kw):
+        self.diagnostics_flags.append(diagnostics)
+        out = super().loss(x, step, **kw)
+        if diagnostics:
+            out.extras["diag"] = out.kl.detach()
+        return out
 
 
 def _model(seed=0, **kw):
@@ -252,14 +268,14 @@ def test_checkpoint_loads_weights_only(tmp_path: Path):
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch):
     ckpt = tmp_path / "ckpt" / "last.pt"
-    save_checkpoint(ckpt, {"format": 1, "step": 5, "w": torch.ones(3)})
+    save_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "step": 5, "w": torch.ones(3)})
 
     def killed(_fd):
         raise KeyboardInterrupt  # the process dies after the bytes, before the rename
 
     monkeypatch.setattr(tio.os, "fsync", killed)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(ckpt, {"format": 1, "step": 10, "w": torch.zeros(3)})
+        save_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "step": 10, "w": torch.zeros(3)})
     monkeypatch.undo()
     assert load_checkpoint(ckpt)["step"] == 5
     assert [p.name for p in ckpt.parent.iterdir()] == ["last.pt"]  # no temp file left
@@ -299,7 +315,7 @@ def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
         load_checkpoint(bad)
     assert "\n" not in str(info.value)
     half = tmp_path / "half.pt"
-    save_checkpoint(half, {"format": 1, "step": 1, "w": torch.ones(1000)})
+    save_checkpoint(half, {"format": CHECKPOINT_FORMAT, "step": 1, "w": torch.ones(1000)})
     half.write_bytes(half.read_bytes()[:300])  # truncated
     with pytest.raises(ToybenchError, match="unreadable"):
         load_checkpoint(half)
@@ -307,6 +323,10 @@ def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
     torch.save({"weights": torch.ones(2)}, foreign)
     with pytest.raises(ToybenchError, match="not a toybench checkpoint"):
         load_checkpoint(foreign)
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, {"format": 1, "step": 1})  # an earlier layout
+    with pytest.raises(ToybenchError, match="has format 1; this toybench reads format 2"):
+        load_checkpoint(old)
 
 
 # --- supervision and logging -----------------------------------------------------------------
@@ -372,3 +392,20 @@ def test_every_baseline_logs_every_posterior_layer(tmp_path: Path, name):
     kinds = {g.kind for g in model.units()}
     scalars = set(acc.Tags()["scalars"])
     assert any(tag.startswith(tuple(f"kl_{k}/" for k in kinds)) for tag in scalars)
+
+
+def test_diagnostics_are_requested_only_on_logged_steps(tmp_path: Path):
+    torch.manual_seed(0)
+    model = DiagnosticVAE(nan_steps=(6,))
+    ckpt = tmp_path / "last.pt"
+    config = _config(steps=12, log_every=5, nan_patience=5)
+    result = train(model, _images(), config, seed=0, ckpt_path=ckpt)
+    # Logged: steps 5, 10 and the last (12); step index 6 (the 7th) is non-finite and also logged.
+    assert [i + 1 for i, f in enumerate(model.diagnostics_flags) if f] == [5, 10, 12]
+    assert [row["step"] for row in result.history] == [5, 7, 10, 12]
+    assert ["diag" in row for row in result.history] == [True, False, True, True]
+    # Rows with different keys survive a checkpoint round trip unchanged.
+    saved = load_checkpoint(ckpt)["history"]
+    assert [list(row) for row in saved] == [list(row) for row in result.history]
+    for a, b in zip(saved, result.history, strict=True):
+        np.testing.assert_array_equal(list(a.values()), list(b.values()))  # NaN == NaN here

@@ -8,6 +8,7 @@ https://arxiv.org/abs/1412.6980).
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import io
 import math
@@ -24,7 +25,7 @@ import torch
 from toybench.errors import ToybenchError
 from toybench.io import atomic_write_bytes
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: history rows stored as dicts
 NONFINITE_EXIT_CODE = 3
 KL_SCHEDULES = ("constant", "linear", "cyclic")
 PRECISIONS = ("bf16", "fp32")
@@ -209,9 +210,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         # torch's own message suggests weights_only=False, which we never do: name the type only.
         raise ToybenchError(f"checkpoint {path} is unreadable (corrupt, truncated or not a "
                             f"weights-only checkpoint: {type(err).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint (format "
-                            f"{CHECKPOINT_FORMAT})")
+    if not isinstance(state, dict) or "format" not in state:
+        raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ToybenchError(f"checkpoint {path} has format {state['format']!r}; this toybench "
+                            f"reads format {CHECKPOINT_FORMAT} (start the run again without "
+                            f"--resume)")
     return state
 
 
@@ -277,6 +281,47 @@ def _make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
                             weight_decay=config.weight_decay, fused=fused or None)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's upper limit on 64-bit systems
+_allocator_tuned = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the OS.
+
+    Every training step allocates and frees the same activation tensors (up to tens of MB). With
+    glibc's defaults, blocks over the dynamic mmap threshold are ``munmap``-ed on free and the top
+    of the heap is trimmed, so the next step page-faults all of it back in: measured 2.6 million
+    minor page faults per 100 steps of the 64×64 VAE, about a quarter of the step time on
+    2 cores. Raising ``M_MMAP_THRESHOLD`` to its maximum (32 MiB) and ``M_TRIM_THRESHOLD`` to
+    2 GiB keeps the blocks in the heap (0.1 million faults; 64×64 VAE 1200 -> 1600 images/s).
+    It changes no result, only where memory comes from; the process keeps its peak heap.
+
+    Process-wide, applied once; a no-op (returns False) where the C library has no ``mallopt``
+    (macOS, Windows, musl's stub).
+
+    Returns
+    -------
+    bool
+        Whether both settings were accepted (now or by an earlier call).
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    ok = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1 and ok
+    _allocator_tuned = ok
+    return ok
+
+
 def _scalar(t: Any) -> float:
     return float(t.detach().float()) if isinstance(t, torch.Tensor) else float(t)
 
@@ -338,6 +383,7 @@ def train(
     n = images.shape[0]
     if n < 1:
         raise ToybenchError("cannot train on an empty training set")
+    keep_freed_memory()
     data_u8 = torch.from_numpy(np.ascontiguousarray(images))  # (n, C, H, W) uint8
     labels = _supervision_labels(factors, config.supervised_fraction, seed)
     channels_last = data_u8.ndim == 4
@@ -348,6 +394,8 @@ def train(
     # every checkpoint); anything else drawing from torch's default RNG is covered by fork_rng.
     noise_gen = torch.Generator().manual_seed(int(seed))
     loss_kwargs = {"generator": noise_gen} if _accepts(model.loss, "generator") else {}
+    # Models with costly logging-only terms skip them on steps that are not logged.
+    wants_diagnostics = _accepts(model.loss, "diagnostics")
     result = TrainResult()
     nan_streak = 0
     start = 0
@@ -365,8 +413,8 @@ def train(
             start = int(state["step"])
             result.nan_skipped = int(state["nan_skipped"])
             nan_streak = int(state["nan_streak"])
-            result.history = [dict(zip(state["history_columns"], row, strict=True))
-                              for row in state["history_rows"]]
+            result.history = [{str(k): float(v) for k, v in row.items()}
+                              for row in state["history"]]
         end = config.steps if stop_after is None else min(config.steps, stop_after)
         writer = _open_writer(tb_dir, start)
         fixed_batch = _to_float(data_u8[: min(64, n)], channels_last)
@@ -378,6 +426,10 @@ def train(
             idx = batch_indices(n, config.batch_size, step, seed)  # (B,)
             x = _to_float(data_u8[idx], channels_last)  # (B, C, H, W) float32
             kl_w = kl_weight_at(config, step)
+            done = step + 1
+            logged = done % config.log_every == 0 or done == config.steps
+            if wants_diagnostics:
+                loss_kwargs["diagnostics"] = logged
             with torch.autocast("cpu", dtype=torch.bfloat16,
                                 enabled=config.precision == "bf16"):
                 out = model.loss(x, step, factors=None if labels is None else labels[idx],
@@ -400,8 +452,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 result.nan_skipped += 1
                 nan_streak += 1
-            done = step + 1
-            if done % config.log_every == 0 or done == config.steps or not finite:
+            if logged or not finite:
                 row = {"step": done, "loss": _scalar(loss), "recon": _scalar(out.recon),
                        "kl": _scalar(out.kl), "kl_weight": kl_w, "grad_norm": grad_norm,
                        "nan_skipped": result.nan_skipped,
@@ -483,8 +534,6 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 def _save_state(path, model, optimizer, noise_gen, config, seed, step, result,
                 nan_streak) -> None:
-    rows = result.history
-    columns = list(rows[0].keys()) if rows else list(HISTORY_COLUMNS)
     save_checkpoint(path, {
         "format": CHECKPOINT_FORMAT,
         "step": step,
@@ -497,8 +546,8 @@ def _save_state(path, model, optimizer, noise_gen, config, seed, step, result,
         "noise_rng": noise_gen.get_state(),
         "nan_skipped": result.nan_skipped,
         "nan_streak": nan_streak,
-        "history_columns": columns,
-        "history_rows": [[float(r.get(c, math.nan)) for c in columns] for r in rows],
+        # Rows as dicts: rows may differ in keys (diagnostics are not computed on every step).
+        "history": [{k: float(v) for k, v in r.items()} for r in result.history],
     })
 
 
