@@ -6,6 +6,8 @@ A tiny stand-in VAE (8×8 grey images, MLP, two latent layers) keeps each test w
 from __future__ import annotations
 
 import math
+import platform
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from toybench.train import (
     TrainConfig,
     TrainingDiverged,
     batch_indices,
+    keep_freed_memory,
     kl_weight_at,
     load_checkpoint,
     save_checkpoint,
@@ -409,3 +412,10 @@ def test_diagnostics_are_requested_only_on_logged_steps(tmp_path: Path):
     assert [list(row) for row in saved] == [list(row) for row in result.history]
     for a, b in zip(saved, result.history, strict=True):
         np.testing.assert_array_equal(list(a.values()), list(b.values()))  # NaN == NaN here
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not platform.libc_ver()[0] == "glibc",
+                    reason="mallopt settings are glibc-only")
+def test_keep_freed_memory_is_accepted_by_glibc_and_idempotent():
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True
