@@ -28,7 +28,9 @@ class _UserErrors:
         from toybench.errors import ToybenchError
 
         if isinstance(err, ToybenchError):
-            raise click.ClickException(" ".join(str(err).split())) from None
+            failure = click.ClickException(" ".join(str(err).split()))
+            failure.exit_code = int(getattr(err, "exit_code", 1))  # 3 diverged, 75 running
+            raise failure from None
         return False
 
 
@@ -122,17 +124,30 @@ def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
                 fp32: bool, no_plots: bool) -> None:
     """Train a baseline, score it on the test and decorrelated splits, write runs/<name>/."""
     from toybench.runs import run
-    from toybench.train import TrainingDiverged
 
     with _UserErrors():
-        try:
-            run(model, data=data, corr=corr, seed=seed, protocol=protocol, overrides=overrides,
-                out=out, resume=resume, force=force, fp32=fp32, plots=not no_plots,
-                echo=click.echo)
-        except TrainingDiverged as err:  # distinct exit code (3) for a diverged run
-            failure = click.ClickException(" ".join(str(err).split()))
-            failure.exit_code = err.exit_code
-            raise failure from None
+        run(model, data=data, corr=corr, seed=seed, protocol=protocol, overrides=overrides,
+            out=out, resume=resume, force=force, fp32=fp32, plots=not no_plots, echo=click.echo)
+
+
+@main.command(name="encode")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("--data", default=None, help="generator to encode (default: the run's own)")
+@click.option("--corr", default=None, help="σ of the data (default: the run's own)")
+@click.option("-n", "n", type=int, default=None,
+              help="number of images (default: the run's n_test)")
+@click.option("--seed", type=int, default=None, help="data seed (default: the run's own)")
+@click.option("--split", type=click.Choice(["test", "test_decorrelated"]), default="test",
+              show_default=True, help="which split to draw")
+@click.option("-o", "--out", required=True, help="output .npz with `codes` and `factors`")
+def encode_command(run_dir: str, data: str | None, corr: str | None, n: int | None,
+                   seed: int | None, split: str, out: str) -> None:
+    """Encode a data split with a finished run's model; write codes + factors for `score`."""
+    from toybench.runs import encode_run
+
+    with _UserErrors():
+        path = encode_run(run_dir, out, data=data, corr=corr, n=n, split=split, seed=seed)
+        click.echo(f"wrote {path}")
 
 
 @main.command(name="score")

@@ -1,30 +1,33 @@
-"""One benchmark run: load a baseline, draw the data, train (or fit), score, write the run folder.
+"""Execute a run: data → train (or fit) → evaluate → write the run folder; get a run back.
 
-``run()`` is what ``toybench run`` calls. The run folder
-``<out>/<model>-<generator>-corr<σ>-s<seed>-<hash8>/`` holds ``config.json`` (fully resolved),
-``env.json`` (versions, git SHA, device, timings), ``history.csv``, ``metrics.json`` (flat keys per
-split: ``test.dci.disentanglement``, ``test_decorrelated.mig``, ...), ``data_card.json``,
-``ckpt/last.pt``, ``tb/`` and ``plots/``. ``metrics.json`` is written last: its presence means the
-run is done. The protocol follows the decorrelation test of Träuble et al. 2021
-(https://arxiv.org/abs/2006.07886): train at correlation width σ, score on a test split at the
-same σ and on a decorrelated split (σ = ∞).
+`execute(spec, out)` is what ``toybench run`` and the Python API (`run`) call: it claims the
+spec's `toybench.rundir.RunDir`, writes ``config.json`` and ``status.json``, draws the data
+splits, trains, scores on the test split and the decorrelated split (the decorrelation test of
+Träuble et al. 2021, https://arxiv.org/abs/2006.07886), draws the plots and writes
+``metrics.json`` last: its presence means done. ``metrics.json`` names its run (model, family,
+generator, σ, seed, protocol, hashes, versions) next to the scores, so aggregating runs is a
+glob and a ``pandas.DataFrame``.
 
 Existing folders: a done run is reported and left alone (``force=True`` starts it over); a
 started run (checkpoint, no ``metrics.json``) is an error unless ``resume=True`` (continue exactly
-from ``ckpt/last.pt``) or ``force=True`` — never a silent fresh start.
+from ``ckpt/last.pt``) or ``force=True`` — never a silent fresh start. A run that fails leaves
+``status.json`` with its one-line error and exit code.
+
+`load_run(run_dir)` rebuilds a finished run's model from its checkpoint alone; `encode_run`
+writes the codes of a split for ``toybench score``; `score_encoder` scores any encoder callable
+with the whole suite and writes a run folder of the same form.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import hashlib
 import inspect
 import io
 import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -36,31 +39,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from toybench import __version__
-from toybench.baselines import Baseline, load_baseline
+from toybench import __version__, seeds
 from toybench.errors import ToybenchError
-from toybench.io import atomic_write_json, atomic_write_text
+from toybench.io import atomic_save_npz, atomic_write_json, atomic_write_text
 from toybench.plots import mean_image
-from toybench.train import TrainingDiverged, TrainResult, load_checkpoint, train
+from toybench.rundir import (
+    EVAL_SPLITS,
+    RunDir,
+    RunSpec,
+    _jsonable,
+    json_number,
+    load_baseline_for,
+    load_generator_cached,
+)
+from toybench.train import TrainingDiverged, TrainResult, load_checkpoint, save_checkpoint, train
 
 PROTOCOLS = ("quick", "standard")
-EVAL_SPLITS = ("test", "test_decorrelated")
-CORR_MEANING = (
-    "corr is the correlation width sigma of Traeuble et al. 2021 (arXiv:2006.07886): a child "
-    "concept's level j given its parents has probability proportional to "
-    "exp(-(u_j - g(parents))^2 / (2 sigma^2)), u_j its normalized value in [0, 1] and g a weighted "
-    "sum (or table/function) of the parents' normalized values; smaller sigma = stronger "
-    "correlation, inf = independent concepts. The train and test splits use this sigma; "
-    "test_decorrelated uses sigma = inf. The realized Pearson rho and mutual information of every "
-    "edge are in data_card.json."
-)
+SCHEMA_VERSION = 1  # of metrics.json's identity keys; bump when their meaning changes
 SUMMARY_KEYS = ("recon.bce", "recon.pca_bce", "recon.bce_vs_pca", "active_units",
                 "dci.disentanglement", "dci.completeness", "dci.informativeness_test", "mig")
 
 
 @dataclass
 class RunResult:
-    """What ``run()`` hands back.
+    """What `execute` hands back.
 
     Attributes
     ----------
@@ -72,6 +74,8 @@ class RunResult:
         ``"done"`` (trained and scored now) or ``"existing"`` (already done, untouched).
     summary : str
         The summary table printed at the end.
+    timings : dict
+        Seconds per phase (also in ``env.json``).
     """
 
     run_dir: Path
@@ -79,47 +83,6 @@ class RunResult:
     status: str
     summary: str = ""
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def resolved_config(baseline: Baseline, generator, corr: float, seed: int) -> dict[str, Any]:
-    """The fully resolved, JSON-ready configuration of a run (what ``config.json`` holds).
-
-    Everything that changes results is here, so its hash names the run folder.
-    """
-    from toybench.scm import corr_label
-
-    return {
-        "toybench_version": __version__,
-        "model": {"baseline": baseline.name, "family": baseline.family,
-                  "description": baseline.description, "source": _display_path(baseline.path),
-                  "config": _jsonable(asdict(baseline.model))},
-        "train": _jsonable(asdict(baseline.train)),
-        "protocol": baseline.protocol,
-        "eval": _jsonable(asdict(baseline.eval)),
-        "overrides": {k: _jsonable(v) for k, v in baseline.overrides},
-        "seed": seed,
-        "data": {"generator": generator.name, "spec_hash": generator.spec_hash,
-                 "image_shape": list(generator.image_shape),
-                 "concepts": list(generator.concept_names),
-                 "corr": corr_label(corr), "corr_meaning": CORR_MEANING,
-                 "splits": {"train": {"n": baseline.train.n_train, "corr": corr_label(corr)},
-                            "test": {"n": baseline.train.n_test, "corr": corr_label(corr)},
-                            "test_decorrelated": {"n": baseline.train.n_test, "corr": "inf"}}},
-    }
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """First 8 hex digits of the SHA-256 of the canonical JSON of ``config`` (minus the version)."""
-    hashed = {k: v for k, v in config.items() if k not in ("toybench_version", "overrides")}
-    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-
-
-def run_name(config: Mapping[str, Any]) -> str:
-    """``<model>-<generator>-corr<σ>-s<seed>-<hash8>``."""
-    data = config["data"]
-    return (f"{config['model']['baseline']}-{data['generator']}-corr{data['corr']}-"
-            f"s{config['seed']}-{config_hash(config)}")
 
 
 def run(
@@ -140,6 +103,8 @@ def run(
 ) -> RunResult:
     """Train and score one baseline on one generator at one σ and seed; write the run folder.
 
+    Builds a `RunSpec` and calls `execute`.
+
     Parameters
     ----------
     model : str
@@ -149,26 +114,57 @@ def run(
     corr : float or str
         Training correlation width σ (``inf`` = independent).
     seed : int
-        Seeds the data splits, the initial weights, the batch order and the sampling noise.
+        Seeds every random stream of the run (`toybench.seeds`): data splits, initial weights,
+        batch order, sampling noise, evaluation sampling.
     protocol : str, optional
-        ``quick`` or ``standard`` (or another protocol of the baseline file); ``None`` = the
-        file's own ``[train]`` values.
+        ``quick`` or ``standard`` (or another protocol); ``None`` = the file's own values.
     overrides : iterable of str
         ``--set`` overrides, ``"train.lr=3e-4"`` (see ``toybench.baselines``).
+    out, resume, force, plots, progress, echo
+        As in `execute`.
+    fp32 : bool
+        Train in plain fp32 (same as ``--set train.precision=fp32``).
+
+    Returns
+    -------
+    RunResult
+    """
+    extra = ("train.precision=fp32",) if fp32 else ()
+    spec = RunSpec(model, data, corr, seed, protocol, (*tuple(overrides), *extra))
+    return execute(spec, out, resume=resume, force=force, plots=plots, progress=progress,
+                   echo=echo)
+
+
+def execute(
+    spec: RunSpec,
+    out: str | Path = "runs",
+    *,
+    resume: bool = False,
+    force: bool = False,
+    plots: bool = True,
+    progress: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Do the work of one `RunSpec`: claim its folder, train, score, write.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        What to run.
     out : str or Path
         Parent folder of run folders.
     resume : bool
         Continue a started run from ``ckpt/last.pt`` (an error if it is missing or corrupt).
     force : bool
-        Delete an existing run folder of the same name and start over.
-    fp32 : bool
-        Train in plain fp32 (same as ``--set train.precision=fp32``).
+        Delete an existing run folder of the same name (only a real toybench run folder, never
+        a symlink) and start over.
     plots : bool
         Write ``plots/`` (the figures take a few seconds; sweeps may skip them).
     progress : bool, optional
-        tqdm bar (default: when stderr is a terminal).
+        tqdm bar (default: when stderr is a terminal); otherwise training prints a line every
+        tenth of the run.
     echo : callable
-        Where status lines and the summary go.
+        Where status lines and the summary go (one line per phase, with elapsed seconds).
 
     Returns
     -------
@@ -177,101 +173,454 @@ def run(
     Raises
     ------
     ToybenchError
-        Bad names, values, or run-folder states (one line).
+        Bad names, values, or run-folder states (one line), before anything is written.
+    toybench.rundir.RunClaimed
+        Another process is running this spec (exit code 75).
     TrainingDiverged
         Training hit ``nan_patience`` consecutive non-finite steps (CLI exit code 3).
     """
-    from toybench.data import make_split
-    from toybench.models import build_model
-    from toybench.scm import parse_corr
-    from toybench.specs import load_generator
-
     if resume and force:
         raise ToybenchError("--resume and --force exclude each other")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ToybenchError(f"seed must be an integer >= 0, got {seed!r}")
-    sigma = parse_corr(corr)
-    extra = ["train.precision=fp32"] if fp32 else []
-    baseline = load_baseline(model, protocol=protocol, overrides=[*overrides, *extra])
-    generator = load_generator(data)
-    config = resolved_config(baseline, generator, sigma, seed)
-    run_dir = Path(out) / run_name(config)
-    metrics_path = run_dir / "metrics.json"
-    ckpt_path = run_dir / "ckpt" / "last.pt"
-    if metrics_path.is_file() and not force:
-        metrics = _read_json(metrics_path)
-        summary = summary_table(metrics)
-        echo(f"run already done: {run_dir} (metrics.json exists; --force starts it over)")
-        echo(summary)
-        return RunResult(run_dir, metrics, "existing", summary)
-    if force and run_dir.exists():
-        _remove_run_dir(run_dir)
-    if not resume and ckpt_path.exists():
-        raise ToybenchError(f"{run_dir} has an unfinished run (ckpt/last.pt, no metrics.json); "
-                            f"pass --resume to continue it or --force to start over")
-    if resume and not ckpt_path.exists():
-        raise ToybenchError(f"cannot resume: no checkpoint at {ckpt_path}")
+    spec.check()  # every value resolved and validated before anything is written
+    run_dir = RunDir.of(spec, out)
+    if not force and run_dir.state() == "done":
+        return _existing(run_dir, echo)
+    if force:
+        run_dir.clear_check()
+    elif not resume and run_dir.ckpt.exists():
+        raise ToybenchError(f"{run_dir.path} has an unfinished run (ckpt/last.pt, no "
+                            f"metrics.json); pass --resume to continue it or --force to start "
+                            f"over")
     if resume:
-        load_checkpoint(ckpt_path)  # fail before drawing data if it is unreadable
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", config)
-    echo(f"run {run_dir}")
+        if not run_dir.ckpt.exists():
+            raise ToybenchError(f"cannot resume: no checkpoint at {run_dir.ckpt}")
+        load_checkpoint(run_dir.ckpt)  # fail before claiming or drawing data if unreadable
+    with run_dir.claim():
+        if not force and run_dir.metrics.is_file():  # finished by another process meanwhile
+            return _existing(run_dir, echo)
+        if force:
+            run_dir.clear()
+        with _status_on_exit(run_dir, resume_command(spec, out), echo):
+            return _execute_claimed(spec, run_dir, resume=resume, plots=plots,
+                                    progress=progress, echo=echo)
+
+
+def resume_command(spec: RunSpec, out: str | Path) -> str:
+    """The ``toybench run`` command line that resumes ``spec`` under ``out``."""
+    import shlex
+
+    from toybench.scm import corr_label
+
+    parts = ["toybench", "run", "--model", spec.baseline, "--data", spec.generator,
+             "--corr", corr_label(spec.corr), "--seed", str(spec.seed)]
+    if spec.protocol is not None:
+        parts += ["--protocol", spec.protocol]
+    for item in spec.overrides:
+        parts += ["--set", item]
+    parts += ["--out", str(out), "--resume"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@contextlib.contextmanager
+def _status_on_exit(run_dir: RunDir, resume: str | None, echo: Callable[[str], None]):
+    """Record a failure or an interruption in ``status.json`` (then re-raise it)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if resume is not None and run_dir.ckpt.exists():
+            run_dir.write_status("interrupted", exit_code=130, error="interrupted (Ctrl-C)",
+                                 resume=resume)
+            echo(f"interrupted; resume with: {resume}")
+        else:
+            run_dir.write_status("failed", exit_code=130, error="interrupted (Ctrl-C)")
+        raise
+    except ToybenchError as err:
+        run_dir.write_status("failed", exit_code=int(getattr(err, "exit_code", 1)),
+                             error=_one_line(err))
+        raise
+    except Exception as err:
+        run_dir.write_status("failed", exit_code=1,
+                             error=_one_line(f"{type(err).__name__}: {err}"))
+        raise
+
+
+def _existing(run_dir: RunDir, echo: Callable[[str], None]) -> RunResult:
+    metrics = _read_json(run_dir.metrics)
+    echo(f"{run_dir.path} is already done (metrics.json exists); pass --force to run it again")
+    return RunResult(run_dir.path, metrics, "existing")
+
+
+def _one_line(err: Any) -> str:
+    return " ".join(str(err).split())
+
+
+class _Clock:
+    """Elapsed seconds since the run started, for the phase lines."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __str__(self) -> str:
+        return f"[{time.perf_counter() - self.start:6.1f} s]"
+
+
+def _execute_claimed(spec: RunSpec, run_dir: RunDir, *, resume: bool, plots: bool,
+                     progress: bool | None, echo: Callable[[str], None]) -> RunResult:
+    from toybench.data import make_split
+    from toybench.models import build_model
+
+    clock = _Clock()
+    baseline = load_baseline_for(spec)
+    generator = load_generator_cached(spec.generator)
+    config = spec.config
+    atomic_write_json(run_dir.config, config)
+    run_dir.write_status("running", spec=spec.as_dict())
+    echo(f"{clock} run    {run_dir.path}")
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
     cfg = baseline.train
-    splits = {
-        "train": make_split(generator, "train", corr=sigma, n=cfg.n_train, seed=seed),
-        "test": make_split(generator, "test", corr=sigma, n=cfg.n_test, seed=seed),
-        "test_decorrelated": make_split(generator, "test_decorrelated", corr=sigma,
-                                        n=cfg.n_test, seed=seed),
-    }
-    atomic_write_json(run_dir / "data_card.json",
-                      _jsonable({name: ds.card for name, ds in splits.items()}))
+    sizes = {"train": cfg.n_train, "test": cfg.n_test, "test_decorrelated": cfg.n_test}
+    splits = {name: make_split(generator, name, corr=spec.corr, n=n, seed=spec.seed)
+              for name, n in sizes.items()}
+    atomic_write_json(run_dir.data_card, _jsonable({n: ds.card for n, ds in splits.items()}))
     timings["data_seconds"] = time.perf_counter() - t
+    shape = "x".join(map(str, generator.image_shape))
+    echo(f"{clock} data   {generator.name}, σ = {config['data']['corr']}: "
+         + ", ".join(f"{name} {n}" for name, n in sizes.items())
+         + f" images of {shape} in {timings['data_seconds']:.1f} s")
 
     t = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # initial weights are a function of the seed
-        net = build_model(baseline.family, baseline.model, image_shape=generator.image_shape,
-                          dag=generator.dag,
-                          concept_sizes={c.name: c.n_levels for c in generator.concepts})
-    train_images = splits["train"].images
+    meta = model_meta(baseline, generator)
+    net = _build(meta, spec.seed, build_model)
     result = TrainResult()
-    if getattr(net, "trainable", True):
+    if net.trainable:
+        echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
+             + (f", resuming from {run_dir.ckpt}" if resume else ""))
         try:
-            result = train(net, train_images, cfg, seed=seed, factors=splits["train"].factors,
-                           ckpt_path=ckpt_path, resume=resume, tb_dir=run_dir / "tb",
-                           progress=progress)
+            result = train(net, splits["train"].images, cfg, seed=spec.seed,
+                           factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
+                           resume=resume, tb_dir=run_dir.tb, progress=progress, meta=meta,
+                           echo=lambda line: echo(f"{clock} {line}"))
         except TrainingDiverged as err:
-            write_history(run_dir / "history.csv", err.history)
+            write_history(run_dir.history, err.history)
             raise
     else:
-        net.fit(torch.from_numpy(train_images).float().div_(255.0))
+        net.fit(torch.from_numpy(splits["train"].images).float().div_(255.0))
         net.eval()
+        save_checkpoint(run_dir.ckpt, {"format": _ckpt_format(), "step": 0, "seed": spec.seed,
+                                       "model": net.state_dict(), "meta": _meta_text(meta)})
     timings["train_seconds"] = time.perf_counter() - t
     timings["images_per_second"] = result.images_per_second
-    write_history(run_dir / "history.csv", result.history)
+    write_history(run_dir.history, result.history)
+    echo(f"{clock} train  done: {result.steps_done} steps in {timings['train_seconds']:.1f} s"
+         + (f" ({result.images_per_second:,.0f} images/s)" if net.trainable else " (fitted)"))
 
     t = time.perf_counter()
-    metrics, artefacts = score_model(net, generator, splits, seed=seed, config=baseline.eval)
+    metrics, artefacts = score_model(net, generator, splits, seed=spec.seed,
+                                     config=baseline.eval)
     metrics["train.steps"] = result.steps_done
     metrics["train.nan_skipped_steps"] = result.nan_skipped
     if result.history:
         metrics["train.final_loss"] = result.history[-1]["loss"]
     timings["eval_seconds"] = time.perf_counter() - t
+    echo(f"{clock} score  {', '.join(EVAL_SPLITS)} in {timings['eval_seconds']:.1f} s")
 
     if plots:
         t = time.perf_counter()
-        write_plots(run_dir / "plots", net, generator, splits, artefacts)
+        write_plots(run_dir.plots, net, generator, splits, artefacts)
         timings["plots_seconds"] = time.perf_counter() - t
+        echo(f"{clock} plots  {len(list(run_dir.plots.glob('*.png')))} figures in "
+             f"{timings['plots_seconds']:.1f} s")
 
-    atomic_write_json(run_dir / "env.json", environment(timings))
-    metrics = {k: _json_number(v) for k, v in sorted(metrics.items())}
-    atomic_write_json(metrics_path, metrics)
+    metrics = {k: json_number(v) for k, v in sorted(metrics.items())}
+    metrics = {**run_identity(spec, config), **metrics}
+    atomic_write_json(run_dir.env, environment(timings))
+    atomic_write_json(run_dir.metrics, metrics)
+    run_dir.write_status("done", exit_code=0,
+                         seconds=round(time.perf_counter() - clock.start, 3))
     summary = summary_table(metrics)
     echo(summary)
-    return RunResult(run_dir, metrics, "done", summary, timings)
+    echo(f"{clock} done   {run_dir.path}")
+    if plots:
+        echo(f"         plots:       {run_dir.plots}/")
+    echo(f"         TensorBoard: tensorboard --logdir {run_dir.tb}")
+    return RunResult(run_dir.path, metrics, "done", summary, timings)
+
+
+def run_identity(spec: RunSpec, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity keys at the top of ``metrics.json`` (no dots, unlike score keys)."""
+    model = config["model"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model["baseline"],
+        "family": model["family"],
+        "supervision": supervision(config),
+        "generator": config["data"]["generator"],
+        "spec_hash": config["data"]["spec_hash"],
+        "corr": json_number(float(spec.corr)),
+        "seed": spec.seed,
+        "protocol": config["protocol"],
+        "config_hash": spec.hash,
+        "toybench_version": __version__,
+        "git_sha": _git_sha(),
+    }
+
+
+def supervision(config: Mapping[str, Any]) -> str:
+    """``"none"``, or ``"weak (labels N%)"`` when a fraction of training labels is used."""
+    fraction = float(config.get("train", {}).get("supervised_fraction", 0.0) or 0.0)
+    weight = float(config.get("model", {}).get("config", {}).get("supervision_weight", 0.0)
+                   or 0.0)
+    if fraction > 0 and weight > 0:
+        return f"weak (labels {100 * fraction:g}%)"
+    return "none"
+
+
+def model_meta(baseline, generator) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild its model without any other file."""
+    return {
+        "family": baseline.family,
+        "baseline": baseline.name,
+        "model_config": _jsonable(asdict(baseline.model)),
+        "image_shape": list(generator.image_shape),
+        "generator": generator.name,
+        "concepts": list(generator.concept_names),
+        "dag_edges": [list(edge) for edge in generator.dag.edges],
+        "concept_sizes": {c.name: int(c.n_levels) for c in generator.concepts},
+    }
+
+
+def _build(meta: Mapping[str, Any], seed: int, build_model) -> torch.nn.Module:
+    from toybench.baselines import build_config
+    from toybench.models import MODELS
+    from toybench.scm import DAG
+
+    family = meta["family"]
+    model_config = build_config(MODELS[family][0], meta["model_config"], "model")
+    dag = DAG(tuple(meta["concepts"]), tuple(tuple(e) for e in meta["dag_edges"]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds.torch_seed(seed, "init"))  # initial weights follow the seed
+        return build_model(family, model_config, image_shape=tuple(meta["image_shape"]),
+                           dag=dag, concept_sizes=dict(meta["concept_sizes"]))
+
+
+def _meta_text(meta: Mapping[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True)
+
+
+def _ckpt_format() -> int:
+    from toybench.train import CHECKPOINT_FORMAT
+
+    return CHECKPOINT_FORMAT
+
+
+# --------------------------------------------------------------------------------------------
+# A run you can get back.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedRun:
+    """A finished run: its config, its scores and its model, rebuilt from the checkpoint.
+
+    Attributes
+    ----------
+    run_dir : Path
+    config : dict
+        ``config.json``.
+    metrics : dict
+        ``metrics.json``.
+    model : torch.nn.Module
+        The trained model in eval mode (weights loaded with ``weights_only=True``).
+    """
+
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    model: torch.nn.Module
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Codes (posterior means) of uint8 images ``(n, C, H, W)`` → ``(n, n_codes)`` float64."""
+        images = np.asarray(images)
+        expected = tuple(self.config["data"]["image_shape"])
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise ToybenchError(f"images of shape {images.shape} do not fit this model, which "
+                                f"takes (n, {', '.join(map(str, expected))})")
+        if images.dtype != np.uint8:
+            raise ToybenchError(f"images must be uint8 0..255, got {images.dtype}")
+        return encode_images(self.model, images)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Rebuild a finished run's model from ``ckpt/last.pt`` alone and read its results.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder written by `execute`.
+
+    Returns
+    -------
+    LoadedRun
+
+    Raises
+    ------
+    ToybenchError
+        Not a finished run folder, or a checkpoint that does not rebuild (one line).
+    """
+    from toybench.models import build_model
+
+    folder = RunDir(run_dir)
+    if not folder.path.is_dir():
+        raise ToybenchError(f"{folder.path} is not a run folder")
+    if not folder.metrics.is_file():
+        raise ToybenchError(f"{folder.path} is not a finished run (no metrics.json; its state "
+                            f"is {folder.state()!r})")
+    state = load_checkpoint(folder.ckpt)
+    try:
+        meta = json.loads(state["meta"])
+        model = _build(meta, 0, build_model)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ToybenchError(f"checkpoint {folder.ckpt} does not rebuild its model "
+                            f"({type(err).__name__}: {_one_line(err)[:200]})") from None
+    model.eval()
+    return LoadedRun(folder.path, _read_json(folder.config), _read_json(folder.metrics), model)
+
+
+def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
+               corr: float | str | None = None, n: int | None = None,
+               split: str = "test", seed: int | None = None) -> Path:
+    """Write ``codes`` and ``factors`` of a data split, encoded by a finished run, to an ``.npz``.
+
+    Defaults reproduce the run's own split (its generator, σ, seed and ``n_test``), so
+    ``toybench score`` on the file gives the run's own ``test.*`` disentanglement scores.
+
+    Raises
+    ------
+    ToybenchError
+        Bad run folder, generator of another image shape, bad split or size (one line).
+    """
+    from toybench.data import make_split
+    from toybench.scm import parse_corr
+
+    if split not in EVAL_SPLITS:
+        raise ToybenchError(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    loaded = load_run(run_dir)
+    data_config = loaded.config["data"]
+    generator = load_generator_cached(data if data is not None else data_config["generator"])
+    if list(generator.image_shape) != list(data_config["image_shape"]):
+        raise ToybenchError(f"generator {generator.name} draws {list(generator.image_shape)} "
+                            f"images; this run's model takes {data_config['image_shape']}")
+    sigma = parse_corr(corr if corr is not None else data_config["corr"])
+    n = int(n if n is not None else loaded.config["train"]["n_test"])
+    seed = seeds.check_seed(seed if seed is not None else loaded.config["seed"])
+    dataset = make_split(generator, split, corr=sigma, n=n, seed=seed)
+    codes = loaded.encode(dataset.images)
+    return atomic_save_npz(out, codes=codes, factors=dataset.factors,
+                           concepts=np.array(dataset.concepts))
+
+
+# --------------------------------------------------------------------------------------------
+# Your own model on the benchmark.
+# --------------------------------------------------------------------------------------------
+
+
+def score_encoder(
+    encode: Callable[[np.ndarray], Any],
+    *,
+    name: str,
+    data: str = "toy-causal",
+    corr: float | str = "inf",
+    seed: int = 0,
+    protocol: str = "standard",
+    decode: Callable[[np.ndarray], Any] | None = None,
+    supervision: str = "none",
+    out: str | Path = "runs",
+    force: bool = False,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Score any encoder with the whole suite and write a run folder like a baseline's.
+
+    The encoder sees the same test and decorrelated splits (and the same generator-based
+    scores) as a baseline run with this generator, σ, seed and protocol; the folder is
+    ``<out>/external_<name>-<generator>-corr<σ>-s<seed>-<hash8>/`` and its ``metrics.json``
+    has ``model = "external:<name>"``, so leaderboards aggregate it like any other run.
+
+    Parameters
+    ----------
+    encode : callable
+        uint8 images ``(n, C, H, W)`` → codes ``(n, L)`` (numpy or anything ``np.asarray``
+        takes); deterministic (posterior means, not samples).
+    name : str
+        Your model's name.
+    data, corr, seed, protocol
+        As for a baseline run; the protocol sets the split sizes and the evaluation sizes.
+    decode : callable, optional
+        codes ``(n, L)`` → images in [0, 1] (or uint8): adds reconstruction errors and the
+        perturbation scores.
+    supervision : str
+        What the model was trained with, for the leaderboard (``"none"``, ``"weak (pairs)"``).
+    out, force, echo
+        As in `execute`.
+
+    Returns
+    -------
+    RunResult
+    """
+    from toybench.data import make_split
+    from toybench.evaluate import EvalConfig, evaluate_functions
+    from toybench.rundir import config_hash, external_config, run_name
+
+    config = external_config(name, data, corr, seed, protocol)
+    spec = config["spec"]
+    run_dir = RunDir(Path(out) / run_name(config))
+    if not force and run_dir.state() == "done":
+        return _existing(run_dir, echo)
+    if force:
+        run_dir.clear_check()
+    with run_dir.claim():
+        if force:
+            run_dir.clear()
+        clock = _Clock()
+        atomic_write_json(run_dir.config, config)
+        run_dir.write_status("running", spec=spec)
+        with _status_on_exit(run_dir, None, echo):
+            generator = load_generator_cached(spec["generator"])
+            corr_value = math.inf if spec["corr"] == "inf" else float(spec["corr"])
+            splits = {s: make_split(generator, s, corr=corr_value, n=entry["n"],
+                                    seed=spec["seed"])
+                      for s, entry in config["data"]["splits"].items()}
+            atomic_write_json(run_dir.data_card,
+                              _jsonable({n: ds.card for n, ds in splits.items()}))
+            echo(f"{clock} data   {generator.name}, σ = {config['data']['corr']}: "
+                 + ", ".join(f"{s} {len(ds.images)}" for s, ds in splits.items()) + " images")
+            evaluation = evaluate_functions(encode, generator, splits, seed=spec["seed"],
+                                            config=EvalConfig(**_eval_fields(config["eval"])),
+                                            decode=decode)
+            echo(f"{clock} score  {', '.join(EVAL_SPLITS)}")
+            identity = {
+                "schema_version": SCHEMA_VERSION, "model": f"external:{name}",
+                "family": "external", "supervision": supervision,
+                "generator": generator.name, "spec_hash": generator.spec_hash,
+                "corr": spec["corr"], "seed": spec["seed"], "protocol": protocol,
+                "config_hash": config_hash(config), "toybench_version": __version__,
+                "git_sha": _git_sha(),
+            }
+            scores = {k: json_number(v) for k, v in sorted(evaluation.metrics.items())}
+            metrics = {**identity, **scores}
+            atomic_write_json(run_dir.env, environment({}))
+            atomic_write_json(run_dir.metrics, metrics)
+            run_dir.write_status("done", exit_code=0)
+    summary = summary_table(metrics)
+    echo(summary)
+    echo(f"{clock} done   {run_dir.path}")
+    return RunResult(run_dir.path, metrics, "done", summary)
+
+
+def _eval_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,49 +852,11 @@ def _git_sha() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
-def _remove_run_dir(run_dir: Path) -> None:
-    if not (run_dir / "config.json").is_file():
-        raise ToybenchError(f"refusing to delete {run_dir}: it is not a toybench run folder")
-    shutil.rmtree(run_dir)
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ToybenchError(f"cannot read {path}: {err}") from None
-
-
-def _display_path(path: str) -> str:
-    from toybench.resources import shipped_dir
-
-    try:
-        return str(Path(path).resolve().relative_to(shipped_dir("baselines").resolve().parent))
-    except (ValueError, FileNotFoundError):
-        return str(path)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return _json_number(obj)
-    return obj
-
-
-def _json_number(value: Any) -> Any:
-    """JSON has no NaN/inf: non-finite floats become ``null`` / ``"inf"`` / ``"-inf"``."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def _csv_value(value: Any) -> Any:

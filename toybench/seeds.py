@@ -1,0 +1,116 @@
+"""Every random stream of a run, derived from the run seed by purpose.
+
+A run has one integer seed. Each consumer of randomness asks this module for *its* stream by
+purpose (flax's one-key-per-use idea, https://flax.readthedocs.io/en/latest/guides/flax_fundamentals/rng_guide.html),
+so no module improvises ``seed + 7919`` and two purposes can never share a stream by accident.
+Nothing here draws a number; the functions only build generators or integer seeds.
+
+The derivations are the ones toybench has always used (so every stored result keeps its
+value); the table in ``docs/architecture.md`` ("Random streams") lists them:
+
+================  =====================================================  =========================
+purpose           derivation                                             used by
+================  =====================================================  =========================
+``data.<split>``  numpy ``SeedSequence([seed, tag])``, tag train 0,       ``data.make_split``,
+                  test 1, test_decorrelated 2, interventional 3          ``make_interventional``
+``init``          ``torch.manual_seed(seed)`` (inside ``fork_rng``)      initial weights (runs)
+``batches``       ``torch.Generator`` seeded ``seed * 1_000_003 + epoch``  batch order (train)
+``noise``         ``torch.Generator`` seeded ``seed``                    reparameterization (train)
+``supervision``   numpy ``default_rng([seed, 0x5EED])``                  labelled subset (train)
+``eval.<split>``  numpy ``default_rng([seed, crc32(split)])``            evaluation batches, pairs
+``elbo``          ``torch.Generator`` seeded ``seed + 7919``             ELBO pass of the evaluation
+``pca``           ``seed`` (scikit-learn ``random_state``)               PCA reference (evaluation)
+================  =====================================================  =========================
+
+The PCA *baseline* uses a fixed SVD seed of its own (``toybench.models.pca``), so PCA codes do
+not depend on the run seed except through the data.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+
+from toybench.errors import ToybenchError
+
+#: Seeds accepted everywhere: the batch-order seed ``seed * 1_000_003 + epoch`` must fit the
+#: 64-bit seed of a ``torch.Generator`` for every epoch a run can reach, so seeds stay below 2**32.
+MAX_SEED = 2**32 - 1
+
+DATA_TAGS = {"train": 0, "test": 1, "test_decorrelated": 2, "interventional": 3}
+_SUPERVISION_TAG = 0x5EED
+_BATCH_STRIDE = 1_000_003
+_ELBO_OFFSET = 7919
+
+#: purpose -> one line of what it seeds (``docs/architecture.md`` renders this table).
+PURPOSES = {
+    "data.train": "the training split (factors, then images)",
+    "data.test": "the test split, at the training σ",
+    "data.test_decorrelated": "the decorrelated test split (σ = inf)",
+    "data.interventional": "interventional sets do(c = v)",
+    "init": "the model's initial weights",
+    "batches": "the order of training batches (one permutation per epoch)",
+    "noise": "the reparameterization noise during training",
+    "supervision": "which training images are labelled (CSVAE's weak supervision)",
+    "eval": "FactorVAE / BetaVAE batches and counterfactual pairs, per evaluation split",
+    "elbo": "the sampling noise of the evaluation's ELBO pass",
+    "pca": "the randomized SVD of the PCA reference",
+}
+
+
+def check_seed(seed: Any) -> int:
+    """The seed as an ``int`` in ``[0, MAX_SEED]``, or a one-line ``ToybenchError``."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ToybenchError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ToybenchError(f"seed must be an integer in [0, {MAX_SEED}] (2**32 - 1), got {seed}")
+    return int(seed)
+
+
+def numpy_rng(seed: int, purpose: str) -> np.random.Generator:
+    """The numpy stream of ``purpose``: ``data.<split>``, ``supervision`` or ``eval.<split>``.
+
+    Raises
+    ------
+    KeyError
+        For a purpose that has no numpy stream (the message lists the valid ones).
+    """
+    seed = int(seed)
+    kind, _, split = purpose.partition(".")
+    if kind == "data" and split in DATA_TAGS:
+        return np.random.default_rng(np.random.SeedSequence([seed, DATA_TAGS[split]]))
+    if purpose == "supervision":
+        return np.random.default_rng([seed, _SUPERVISION_TAG])
+    if kind == "eval" and split:
+        return np.random.default_rng([seed, zlib.crc32(split.encode())])
+    valid = [f"data.{s}" for s in DATA_TAGS] + ["supervision", "eval.<split>"]
+    raise KeyError(f"no numpy stream for purpose {purpose!r}; valid: {', '.join(valid)}")
+
+
+def torch_seed(seed: int, purpose: str, index: int = 0) -> int:
+    """The integer seed of a torch stream: ``init``, ``noise``, ``elbo`` or ``batches`` (epoch
+    ``index``); for ``pca`` the scikit-learn ``random_state``.
+
+    Raises
+    ------
+    KeyError
+        For a purpose that has no integer seed (the message lists the valid ones).
+    """
+    seed = int(seed)
+    if purpose in ("init", "noise", "pca"):
+        return seed
+    if purpose == "elbo":
+        return seed + _ELBO_OFFSET
+    if purpose == "batches":
+        return seed * _BATCH_STRIDE + int(index)
+    raise KeyError(f"no integer seed for purpose {purpose!r}; valid: init, noise, elbo, batches, "
+                   "pca")
+
+
+def torch_generator(seed: int, purpose: str, index: int = 0):
+    """A fresh ``torch.Generator`` seeded for ``purpose`` (imports torch)."""
+    import torch
+
+    return torch.Generator().manual_seed(torch_seed(seed, purpose, index))
