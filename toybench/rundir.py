@@ -65,6 +65,7 @@ SPLITS = {
     "test_decorrelated": ("σ = inf", "n_test", "data.test_decorrelated"),
 }
 _NAME_PART_MAX = 64  # characters of the baseline / generator name kept in a folder name
+MAX_NAME = 255  # bytes in a file name on every common file system
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
@@ -308,7 +309,9 @@ def run_name(config: Mapping[str, Any]) -> str:
     data = config["data"]
     model = _safe(config["model"]["baseline"])
     generator = _safe(data["generator"])
-    return f"{model}-{generator}-corr{data['corr']}-s{config['seed']}-{config_hash(config)}"
+    name = f"{model}-{generator}-corr{data['corr']}-s{config['seed']}-{config_hash(config)}"
+    assert len(name.encode()) <= MAX_NAME, name  # ASCII parts of bounded length
+    return name
 
 
 def _safe(name: str) -> str:
