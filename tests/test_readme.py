@@ -1,11 +1,14 @@
 """The README's examples run (lucidrains' test_readme): its Python blocks execute, its two
 commands are the ones .ci/run uses, and every `toybench ...` line names a real command."""
 
+import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from toybench.cli import main
 
@@ -49,3 +52,16 @@ def test_readme_toybench_commands_exist_with_their_options():
             for arg in args[1:]:
                 if arg.startswith("-"):
                     assert arg.split("=")[0] in documented, f"{args[0]} has no option {arg}"
+
+
+@pytest.mark.slow
+def test_readme_using_it_block_runs_verbatim(tmp_path):
+    """The "Using it" commands, in order, in an empty folder: `toybench encode` of the quick
+    β-VAE run feeds `toybench score`, exactly as written."""
+    block = next(b for b in _blocks("bash") if "toybench score codes.npz" in b)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "scores.json").is_file() and (tmp_path / "sheet.png").is_file()
