@@ -1,36 +1,35 @@
 """Contract tests over every shipped baseline, plus known answers for the models' building blocks.
 
-Every ``baselines/*.toml`` is built from its own ``family`` and ``[model]`` table (at 32×32, and a
-64×64 smoke check) and gets the same checks: finite loss, every parameter gets a gradient, the loss
-falls within 20 CPU Adam steps, encode/decode shapes, units cover the codes, bf16 autocast with
-channels_last, pinned parameter counts.
+Every shipped baseline is built from its resolved ``family`` and model config (at 32×32, and a
+64×64 smoke check) and gets the same checks: it satisfies the ``Model`` protocol, its ``loss``
+takes the common keywords, finite loss, every parameter gets a gradient, the loss falls within 20
+CPU Adam steps, encode/decode shapes, units cover the codes, bf16 autocast with channels_last,
+pinned parameter counts. (The loader itself: ``test_baselines.py``.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-import tomllib
 
 import numpy as np
 import pytest
 import torch
 
-from toybench.baselines import TOP_LEVEL_KEYS, load_baseline
+from toybench.baselines import baseline_names, load_baseline
 from toybench.errors import ToybenchError
-from toybench.models import MODELS, build_model, model_config
+from toybench.models import MODELS, Fittable, LossOutput, Model, build_model, model_config
 from toybench.models.common import kl_normal, kl_standard_normal, log_normal
 from toybench.models.csvae import precision_weighted
 from toybench.models.likelihoods import Likelihood
 from toybench.models.nets import resolve_arch, subpixel_conv_transpose
 from toybench.models.vae import total_correlation
-from toybench.resources import shipped_specs
 from toybench.scm import DAG
-from toybench.train import TrainConfig
 
-BASELINES = shipped_specs("baselines")
-SPECS = {name: tomllib.loads(path.read_text()) for name, path in BASELINES.items()}
-NEURAL = sorted(name for name, spec in SPECS.items() if spec["family"] != "pca")
+BASELINES = {name: load_baseline(name) for name in baseline_names()}
+NEURAL = sorted(name for name, b in BASELINES.items() if MODELS[b.family].model.trainable)
+LOSS_KEYWORDS = ("factors", "kl_weight", "recon_weight", "generator", "diagnostics")
 
 CONCEPT_SIZES = {"shape": 3, "scale": 4, "pos_x": 6, "pos_y": 6}
 NODES = tuple(CONCEPT_SIZES)
@@ -68,11 +67,11 @@ def _one_thread():
 
 
 def _build(name: str, image_shape=(1, 32, 32), dag=TEST_DAG, **overrides):
-    spec = SPECS[name]
-    config = model_config(spec["family"], {**spec.get("model", {}), **overrides})
+    baseline = BASELINES[name]
+    config = dataclasses.replace(baseline.model, **overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # parameter init only; the caller's RNG is untouched
-        return build_model(spec["family"], config, image_shape=image_shape, dag=dag,
+        return build_model(baseline.family, config, image_shape=image_shape, dag=dag,
                            concept_sizes=CONCEPT_SIZES)
 
 
@@ -100,42 +99,61 @@ def test_all_six_baselines_ship():
     assert set(PARAMS_32) == set(BASELINES)
 
 
-@pytest.mark.parametrize("name", sorted(BASELINES))
-def test_baseline_file_keys_are_config_fields(name):
-    spec = SPECS[name]
-    assert set(spec) <= set(TOP_LEVEL_KEYS) and spec["name"] == name
-    assert spec["family"] in MODELS and spec["description"].strip()
-    model_config(spec["family"], spec.get("model", {}))  # unknown keys / bad values raise
-    TrainConfig(**spec.get("train", {}))
-    fields = {"model": set(MODELS[spec["family"]][0].__dataclass_fields__),
-              "train": set(TrainConfig.__dataclass_fields__)}
-    assert set(spec["protocols"]) == {"quick", "standard"}
-    for overrides in spec["protocols"].values():
-        for section, table in overrides.items():
-            assert set(table) <= fields[section], (section, table)
-
-
-@pytest.mark.parametrize("name", sorted(BASELINES))
-@pytest.mark.parametrize("protocol", [None, "quick", "standard"])
-def test_baseline_loads_through_the_loader(name, protocol):
-    baseline = load_baseline(name, protocol=protocol)
-    spec = SPECS[name]
-    assert baseline.family == spec["family"]
-    model_table = {**spec.get("model", {}), **(spec["protocols"][protocol].get("model", {})
-                                               if protocol else {})}
-    assert baseline.model == model_config(spec["family"], model_table)
-    if baseline.model.__class__.__name__ == "VAEConfig":  # TC importance weights use N = n_train
-        assert baseline.model.dataset_size == baseline.train.n_train or baseline.model.tc_beta == 1
-
-
 @pytest.mark.parametrize("name", NEURAL)
-def test_standard_protocol_image_budget(name):
+@pytest.mark.parametrize("protocol", ["quick", "standard"])
+def test_protocol_image_budget(name, protocol):
     # standard <= 90 s at ~6000 img/s (VAE, 32x32, bf16) leaves room for data and scoring;
     # quick is a fraction of that.
-    spec = SPECS[name]
-    for protocol, limit in (("quick", 60_000), ("standard", 300_000)):
-        train = {**spec["train"], **spec["protocols"][protocol]["train"]}
-        assert train["steps"] * train["batch_size"] <= limit, protocol
+    train = load_baseline(name, protocol=protocol).train
+    assert train.steps * train.batch_size <= {"quick": 60_000, "standard": 300_000}[protocol]
+
+
+# --- the model contract, over every registered family and every shipped baseline -------------
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_every_family_builds_and_satisfies_the_model_protocol(family):
+    config_class, build, model_class = MODELS[family]
+    assert dataclasses.is_dataclass(config_class) and isinstance(model_class.trainable, bool)
+    model = build(config_class(), image_shape=(1, 32, 32), dag=TEST_DAG,
+                  concept_sizes=CONCEPT_SIZES)
+    assert type(model) is model_class and isinstance(model, Model)
+    assert isinstance(model, Fittable) == (not model_class.trainable)
+    parameters = inspect.signature(model.loss).parameters
+    assert list(parameters)[:2] == ["x", "step"]
+    for keyword in LOSS_KEYWORDS:
+        assert parameters[keyword].kind is inspect.Parameter.KEYWORD_ONLY, keyword
+    defaults = {k: parameters[k].default for k in LOSS_KEYWORDS}
+    assert defaults == {"factors": None, "kl_weight": 1.0, "recon_weight": 1.0,
+                        "generator": None, "diagnostics": True}
+    assert isinstance(model.n_codes, int) and model.n_codes >= 1
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_loss_takes_every_common_keyword(name):
+    model = _build(name)
+    x, factors = _batch()
+    if isinstance(model, Fittable):
+        model.fit(_batch(n=32, seed=1)[0])
+    for diagnostics in (True, False):
+        out = model.loss(x, 3, factors=factors, kl_weight=0.5, recon_weight=2.0,
+                         generator=_gen(), diagnostics=diagnostics)
+        assert isinstance(out, LossOutput) and torch.isfinite(out.total)
+    units = model.units()
+    assert isinstance(units, list) and units
+
+
+def test_a_model_missing_a_member_is_not_a_model():
+    class NoUnits(torch.nn.Module):
+        trainable = True
+        n_codes = 2
+
+        def loss(self, x, step, **kw): ...  # noqa: ANN001, ANN003, D102
+        def encode(self, x): ...  # noqa: ANN001, D102
+        def decode(self, z): ...  # noqa: ANN001, D102
+        def posteriors(self, x): ...  # noqa: ANN001, D102
+
+    assert not isinstance(NoUnits(), Model)
+    assert isinstance(_build("pca"), Fittable) and not isinstance(_build("vae"), Fittable)
 
 
 # --- contract tests over every neural baseline --------------------------------------------------
@@ -539,7 +557,7 @@ def test_registry_and_config_errors_name_the_allowed_values():
         resolve_arch("conv64", (1, 32, 32))
     with pytest.raises(TypeError):
         build_model("vae", model_config("hvae"), image_shape=(1, 32, 32))
-    for config_class, _ in MODELS.values():
+    for config_class, _, _ in MODELS.values():
         assert dataclasses.is_dataclass(config_class)
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(config_class(), next(iter(config_class.__dataclass_fields__)), 1)

@@ -77,7 +77,8 @@ class TinyVAE(nn.Module):
     def decode(self, z):
         return torch.sigmoid(self.dec(z).view(-1, 1, 8, 8).float())  # mean image in [0, 1]
 
-    def loss(self, x, step, *, factors=None, kl_weight=1.0, recon_weight=1.0, generator=None):
+    def loss(self, x, step, *, factors=None, kl_weight=1.0, recon_weight=1.0, generator=None,
+             diagnostics=True):  # the keywords of toybench.models.common.Model.loss
         mu, logvar = self._stats(x)
         eps = torch.randn(mu.shape, generator=generator)
         z = mu + torch.exp(0.5 * logvar) * eps

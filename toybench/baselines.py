@@ -1,11 +1,32 @@
-"""Load standardized baseline configurations (``baselines/*.toml``) with protocols and overrides.
+"""Load the standardized baseline configurations (``baselines/*.toml``): protocols, ``extends``,
+derived values and ``--set`` overrides.
 
-A baseline file names a model family (a key of ``toybench.models.MODELS``), its model config, its
-training config (:class:`toybench.train.TrainConfig`) and named protocols (``quick``,
-``standard``) of dotted overrides. Values are checked against the config dataclasses' field types;
-nothing is evaluated. The standardized settings follow disentanglement_lib's study (Locatello et
-al. 2019, https://arxiv.org/abs/1811.12359): one fixed architecture and optimizer per family, so
-that scores compare models rather than tuning effort.
+A baseline file names a model family (a key of ``toybench.models.MODELS``) and holds only what is
+its own: its ``[model]`` table, any ``[train]`` keys that differ from the shared ones, and
+optionally ``extends`` (start from another baseline: a shipped name or a file next to this one),
+``[derived]`` values and extra ``[protocols.<name>]``. What every baseline shares lives once in
+``baselines/protocols.toml``: the ``[train]`` defaults and the protocols ``quick`` and ``standard``
+(tables of dotted overrides). That file is not a baseline: ``protocols`` is a reserved name, left
+out of ``baseline_names()`` and ``toybench list``. Values are checked against the config
+dataclasses' field types; nothing is evaluated. The standardized settings follow
+disentanglement_lib's study (Locatello et al. 2019, https://arxiv.org/abs/1811.12359): one fixed
+architecture and optimizer per family, so that scores compare models rather than tuning effort.
+
+Resolution, later layers winning:
+
+1. the config dataclasses' defaults (``[eval]``: ``toybench.evaluate.QUICK``);
+2. ``[train]`` of ``baselines/protocols.toml``;
+3. the baseline's own tables, after its ``extends`` chain (a child's keys replace its base's, table
+   by table; ``name`` and ``description`` are a file's own and never inherited);
+4. the protocol: the shared table merged with the chain's own ``[protocols.<name>]``;
+5. ``[derived]``: ``"model.dataset_size" = "train.n_train"`` copies the resolved source value
+   (β-TCVAE's N follows the training-set size under every protocol and ``--set``); a file or
+   protocol that sets a derived key is an error;
+6. ``--set`` overrides (an explicit ``--set`` of a derived key wins over its derivation).
+
+A family without gradient training (``Model.trainable`` False: PCA) takes only the data sizes
+(``train.n_train``, ``train.n_test``) from ``baselines/protocols.toml`` (layers 2 and 4); the
+optimisation keys there are meaningless for it and stay at ``TrainConfig``'s defaults.
 
 Override syntax (``toybench run --set KEY=VALUE``, repeatable): ``KEY`` is ``model.<field>``,
 ``train.<field>`` or ``eval.<field>`` (``toybench.evaluate.EvalConfig``; nested dataclass fields
@@ -27,20 +48,27 @@ from typing import Any
 
 from toybench.errors import ToybenchError
 from toybench.resources import shipped_specs
+from toybench.specs import check_keys, read_toml, resolve_extends, take
 from toybench.train import TrainConfig
 
-TOP_LEVEL_KEYS = ("name", "description", "family", "model", "train", "eval", "protocols")
+TOP_LEVEL_KEYS = ("name", "description", "family", "extends", "model", "train", "eval",
+                  "protocols", "derived")
 SECTIONS = ("model", "train", "eval")
+OWN_KEYS = ("name", "description")  # a file's own: never inherited through ``extends``
+PROTOCOLS_NAME = "protocols"  # baselines/protocols.toml: shared [train] and protocols
+PROTOCOLS_KEYS = ("train", "protocols")
+DATA_KEYS = ("n_train", "n_test")  # what a non-trainable family takes from protocols.toml
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """A fully resolved baseline: file → protocol overrides → ``--set`` overrides.
+    """A fully resolved baseline: shared defaults → file chain → protocol → derived → ``--set``.
 
     Attributes
     ----------
     name, description, family : str
-        From the file; ``family`` is a key of ``toybench.models.MODELS``.
+        ``name`` and ``description`` from the file itself (``name`` defaults to the file's stem);
+        ``family`` (possibly inherited through ``extends``) is a key of ``toybench.models.MODELS``.
     model : dataclass
         The family's frozen config.
     train : TrainConfig
@@ -50,13 +78,16 @@ class Baseline:
         ``evaluate.QUICK``, since disentanglement_lib's full sizes (~10^6 rendered images per split)
         do not fit the run-time budget of the protocols on 2 cores.
     protocols : dict
-        ``{protocol name: {dotted key: value}}`` as written in the file.
+        ``{protocol name: {dotted key: value}}`` available to this baseline: the shared ones of
+        ``baselines/protocols.toml`` merged with the file chain's own.
     protocol : str or None
         The protocol applied, if any.
     overrides : tuple of (str, Any)
         The ``--set`` overrides applied last, parsed.
     path : str
-        The file it came from.
+        The file it came from (the leaf of its ``extends`` chain).
+    derived : dict
+        ``{dotted target: dotted source}`` of its ``[derived]`` table.
     """
 
     name: str
@@ -69,26 +100,29 @@ class Baseline:
     protocol: str | None = None
     overrides: tuple[tuple[str, Any], ...] = ()
     path: str = ""
+    derived: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def shipped_baselines() -> dict[str, Path]:
+    """``{name: path}`` of the shipped baselines, sorted (``baselines/protocols.toml`` excluded)."""
+    try:
+        shipped = shipped_specs("baselines")
+    except FileNotFoundError:
+        return {}
+    return {name: path for name, path in sorted(shipped.items()) if name != PROTOCOLS_NAME}
 
 
 def baseline_names() -> tuple[str, ...]:
-    """Names of the shipped baselines (``baselines/*.toml`` stems), sorted."""
-    try:
-        return tuple(shipped_specs("baselines"))
-    except FileNotFoundError:
-        return ()
+    """Names of the shipped baselines (``baselines/*.toml`` stems but ``protocols``), sorted."""
+    return tuple(shipped_baselines())
 
 
 def baseline_summaries() -> list[tuple[str, str]]:
     """``(name, first line of the description)`` of each shipped baseline, for ``toybench list``."""
     out = []
-    for name, path in (shipped_specs("baselines") if baseline_names() else {}).items():
-        try:
-            description = str(tomllib.loads(path.read_text(encoding="utf-8"))
-                              .get("description", ""))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ToybenchError(f"cannot read baseline {path}: {err}") from None
-        out.append((name, description.strip().splitlines()[0] if description.strip() else ""))
+    for name, path in shipped_baselines().items():
+        description = str(read_toml(path).get("description", "")).strip()
+        out.append((name, description.splitlines()[0] if description else ""))
     return out
 
 
@@ -98,19 +132,60 @@ def resolve_baseline_path(name_or_path: str | Path) -> Path:
     Raises
     ------
     ToybenchError
-        Unknown name (listing the valid ones) or unreadable path.
+        Unknown name (listing the valid ones), a missing file, or a name the OS cannot look up
+        (e.g. longer than its file-name limit).
     """
-    shipped = shipped_specs("baselines") if baseline_names() else {}
+    shipped = shipped_baselines()
     key = str(name_or_path)
     if key in shipped:
         return shipped[key]
+    valid = f"valid: {', '.join(shipped) or '(none shipped)'} (or a path to a .toml file)"
     path = Path(key)
-    if path.suffix == ".toml" or path.is_file():
-        if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as err:  # ENAMETOOLONG and the like: not a name, not a usable path
+        shown = repr(key) if len(key) <= 60 else f"{key[:40]!r}... ({len(key)} characters)"
+        raise ToybenchError(f"unknown model {shown}: not a shipped baseline and not a usable "
+                            f"path ({err.strerror or type(err).__name__}); {valid}") from None
+    if path.suffix == ".toml" or is_file:
+        if not is_file:
             raise ToybenchError(f"baseline file {path} does not exist")
         return path
-    valid = ", ".join(shipped) or "(none shipped)"
-    raise ToybenchError(f"unknown model {key!r}; valid: {valid} (or a path to a .toml file)")
+    raise ToybenchError(f"unknown model {key!r}; {valid}")
+
+
+def read_baseline_spec(path: Path) -> dict[str, Any]:
+    """The baseline file at ``path`` merged over its ``extends`` chain (tables flattened to dotted
+    keys, ``[protocols]`` as ``{name: {dotted key: value}}``), validated for shape and keys."""
+    where = _where(path)
+    spec = _normalised(read_toml(path), where)
+    # check: each base is validated by normalising it (the result is dropped; _merge redoes it).
+    spec = resolve_extends(spec, path, where, kind="baselines", shipped=shipped_baselines(),
+                           merge=_merge, check=_normalised)
+    check_keys(spec, where, required=("family",), optional=TOP_LEVEL_KEYS)
+    return spec
+
+
+def shared_settings() -> dict[str, Any]:
+    """``baselines/protocols.toml``: ``{"train": {field: value}, "protocols": {name: {...}}}``.
+
+    Raises
+    ------
+    ToybenchError
+        If the file is missing or malformed.
+    """
+    try:
+        path = shipped_specs("baselines").get(PROTOCOLS_NAME)
+    except FileNotFoundError:
+        path = None
+    if path is None:
+        raise ToybenchError("toybench is installed without baselines/protocols.toml (the shared "
+                            "training defaults and protocols)")
+    where = _where(path)
+    raw = read_toml(path)
+    check_keys(raw, where, optional=PROTOCOLS_KEYS)
+    shared = _normalised(raw, where)
+    return {"train": shared.get("train", {}), "protocols": shared.get("protocols", {})}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -142,14 +217,14 @@ def load_baseline(
     protocol: str | None = None,
     overrides: Iterable[str | tuple[str, Any]] = (),
 ) -> Baseline:
-    """Load a baseline, apply a protocol and ``--set`` overrides, validate every value.
+    """Load a baseline, apply a protocol, derived values and ``--set`` overrides; validate all.
 
     Parameters
     ----------
     name_or_path : str or Path
         A shipped baseline name (``vae``, ``csvae``, ...) or a path to a ``.toml`` file.
     protocol : str, optional
-        A protocol of the file (``quick``, ``standard``).
+        A protocol (``quick``, ``standard`` or one the file chain defines).
     overrides : iterable of str or (key, value)
         ``"train.lr=3e-4"`` strings (see :func:`parse_override`) or parsed pairs, applied last.
 
@@ -160,49 +235,105 @@ def load_baseline(
     Raises
     ------
     ToybenchError
-        Unknown baseline, protocol, section or field (naming the allowed ones), or a value of
-        the wrong type.
+        Unknown baseline, protocol, section or field (naming the allowed ones), a value of the
+        wrong type, or a bad ``extends`` / ``[derived]`` entry.
     """
     from toybench.evaluate import QUICK, EvalConfig
     from toybench.models import MODELS
 
     path = resolve_baseline_path(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ToybenchError(f"cannot read baseline {path}: {err}") from None
-    _check_keys(raw, TOP_LEVEL_KEYS, f"baseline {path.name}", required=("family",))
-    family = raw["family"]
+    where = _where(path)
+    spec = read_baseline_spec(path)
+    family = take(spec, "family", str, where)
     if family not in MODELS:
         raise ToybenchError(f"baseline {path.name}: unknown family {family!r}; valid: "
                             f"{', '.join(MODELS)}")
-    model_cls = MODELS[family][0]
-    protocols = {str(k): _flatten(_table(v, f"protocols.{k}"), "")
-                 for k, v in _table(raw.get("protocols", {}), "protocols").items()}
+    entry = MODELS[family]
+    shared = shared_settings()
+    if entry.model.trainable:
+        shared_train, shared_protocols = shared["train"], shared["protocols"]
+    else:  # no gradient training: only the data sizes are meaningful
+        shared_train = {k: v for k, v in shared["train"].items() if k in DATA_KEYS}
+        data_keys = {f"train.{key}" for key in DATA_KEYS}
+        shared_protocols = {name: {k: v for k, v in table.items() if k in data_keys}
+                            for name, table in shared["protocols"].items()}
+    own_protocols = spec.get("protocols", {})
+    protocols = {name: {**shared_protocols.get(name, {}), **own_protocols.get(name, {})}
+                 for name in {**shared_protocols, **own_protocols}}
     parsed = tuple(parse_override(o) if isinstance(o, str) else tuple(o) for o in overrides)
     if protocol is not None and protocol not in protocols:
         raise ToybenchError(f"baseline {path.stem} has no protocol {protocol!r}; valid: "
                             f"{', '.join(protocols) or '(none)'}")
     values = {
-        "model": _flatten(_table(raw.get("model", {}), "model"), ""),
-        "train": _flatten(_table(raw.get("train", {}), "train"), ""),
-        "eval": {**dataclasses.asdict(QUICK), **_flatten(_table(raw.get("eval", {}), "eval"), "")},
+        "model": dict(spec.get("model", {})),
+        "train": {**shared_train, **spec.get("train", {})},
+        "eval": {**dataclasses.asdict(QUICK), **spec.get("eval", {})},
     }
-    layers = [protocols[protocol].items()] if protocol is not None else []
-    for key, value in [item for layer in layers for item in layer] + list(parsed):
+    chosen = protocols[protocol] if protocol is not None else {}
+    _apply(values, chosen.items())
+    set_in_files = {f"{s}.{k}" for s in SECTIONS for k in spec.get(s, {})} | set(chosen)
+    derived = _derived(spec.get("derived", {}), set_in_files, where)
+    _apply(values, parsed)
+    classes = {"model": entry.config, "train": TrainConfig, "eval": EvalConfig}
+    built = {s: build_config(classes[s], values[s], s) for s in SECTIONS}
+    explicit = {key for key, _ in parsed}
+    pending = {t: src for t, src in derived.items() if t not in explicit}
+    if pending:
+        for target, source in pending.items():
+            section, _, field_path = target.partition(".")
+            values[section][field_path] = _field_value(built, source, where)
+        built = {s: build_config(classes[s], values[s], s) for s in SECTIONS}
+    return Baseline(
+        name=take(spec, "name", str, where, path.stem),
+        description=take(spec, "description", str, where, ""),
+        family=family, model=built["model"], train=built["train"], eval=built["eval"],
+        protocols=protocols, protocol=protocol, overrides=parsed, path=str(path),
+        derived=derived,
+    )
+
+
+def _apply(values: dict[str, dict[str, Any]], items: Iterable[tuple[str, Any]]) -> None:
+    """Set dotted ``section.field`` keys in ``values`` (protocol and ``--set`` layers)."""
+    for key, value in items:
         section, _, field_path = key.partition(".")
         if section not in SECTIONS or not field_path:
             raise ToybenchError(f"unknown override key {key!r}; keys are model.<field>, "
                                 f"train.<field> or eval.<field>")
         values[section][field_path] = value
-    classes = {"model": model_cls, "train": TrainConfig, "eval": EvalConfig}
-    built = {s: build_config(classes[s], values[s], s) for s in SECTIONS}
-    return Baseline(
-        name=str(raw.get("name", path.stem)), description=str(raw.get("description", "")),
-        family=family, model=built["model"], train=built["train"], eval=built["eval"],
-        protocols=protocols,
-        protocol=protocol, overrides=parsed, path=str(path),
-    )
+
+
+def _derived(table: Mapping[str, Any], set_in_files: set[str], where: str) -> dict[str, str]:
+    """Check a ``[derived]`` table: dotted targets and source names; a target that the file chain
+    or the protocol also sets (``set_in_files``) is a contradiction."""
+    derived: dict[str, str] = {}
+    for target, source in table.items():
+        t_section, _, t_field = target.partition(".")
+        if not isinstance(source, str):
+            raise ToybenchError(f"{where} [derived]: {target} must name a key such as "
+                                f'"train.n_train", got {source!r}')
+        s_section, _, s_field = source.partition(".")
+        for section, field_path, key in ((t_section, t_field, target),
+                                         (s_section, s_field, source)):
+            if section not in SECTIONS or not field_path:
+                raise ToybenchError(f"{where} [derived]: {key!r} is not a model.<field>, "
+                                    f"train.<field> or eval.<field> key")
+        if target in set_in_files:
+            raise ToybenchError(f"{where}: {target} is derived from {source} ([derived]) and "
+                                f"also set; set {source} instead (or --set {target}=...)")
+        derived[target] = source
+    return derived
+
+
+def _field_value(built: Mapping[str, Any], key: str, where: str) -> Any:
+    """The resolved value of dotted ``key`` (``"train.n_train"``) in the built configs."""
+    section, _, field_path = key.partition(".")
+    value: Any = dataclasses.asdict(built[section])
+    for part in field_path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ToybenchError(f"{where} [derived]: unknown source key {key}; allowed "
+                                f"{section} keys: {', '.join(dataclasses.asdict(built[section]))}")
+        value = value[part]
+    return value
 
 
 def build_config(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
@@ -318,12 +449,6 @@ def _type_error(key: str, value: Any, hint: Any) -> ToybenchError:
     return ToybenchError(f"{key} expects {name}, got {value!r} ({type(value).__name__})")
 
 
-def _table(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ToybenchError(f"[{where}] must be a table")
-    return value
-
-
 def _flatten(table: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (TOML dotted keys and sub-tables are the same)."""
     out: dict[str, Any] = {}
@@ -336,12 +461,44 @@ def _flatten(table: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
-def _check_keys(raw: Mapping[str, Any], allowed: Iterable[str], where: str,
-                required: Iterable[str] = ()) -> None:
-    allowed = tuple(allowed)
-    for key in raw:
-        if key not in allowed:
-            raise ToybenchError(f"{where}: unknown key {key!r}; allowed: {', '.join(allowed)}")
-    for key in required:
-        if key not in raw:
-            raise ToybenchError(f"{where}: missing required key {key!r}")
+def _where(path: Path) -> str:
+    """How messages name a baseline file: ``baselines/<name>.toml`` when shipped, else the path."""
+    try:
+        shipped = shipped_specs("baselines")
+    except FileNotFoundError:
+        shipped = {}
+    return f"baselines/{path.name}" if shipped.get(path.stem) == path else str(path)
+
+
+def _normalised(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """One file's tables checked and flattened: sections and ``[derived]`` to dotted keys,
+    ``[protocols]`` to ``{name: {dotted key: value}}``; unknown top-level keys refused."""
+    check_keys(raw, where, optional=TOP_LEVEL_KEYS)
+    spec = dict(raw)
+    for key in (*SECTIONS, "derived"):
+        if key in spec:
+            spec[key] = _flatten(take(raw, key, dict, where), "")
+    if "protocols" in spec:
+        table = take(raw, "protocols", dict, where)
+        spec["protocols"] = {str(name): _flatten(take(table, name, dict, f"{where} [protocols]"),
+                                                 "")
+                             for name in table}
+    return spec
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any], where: str) -> dict[str, Any]:
+    """``child`` (normalised) over ``base`` (checked when read): tables merge key by key, protocols
+    per protocol; ``name`` and ``description`` are not inherited."""
+    base = _normalised(base, where)
+    merged = {k: v for k, v in base.items() if k not in OWN_KEYS}
+    for key, value in child.items():
+        if key in (*SECTIONS, "derived"):
+            merged[key] = {**base.get(key, {}), **value}
+        elif key == "protocols":
+            protocols = dict(base.get("protocols", {}))
+            for name, table in value.items():
+                protocols[name] = {**protocols.get(name, {}), **table}
+            merged[key] = protocols
+        else:
+            merged[key] = value
+    return merged

@@ -5,7 +5,8 @@ each) and, per non-root concept, a mechanism (``band`` of Träuble et al. 2021,
 https://arxiv.org/abs/2006.07886; ``table``; ``function``; or ``root`` with given probabilities).
 Files are parsed with ``tomllib`` and never evaluated. Every unknown key, wrong type, unknown
 concept, cycle or empty level set is a ``ToybenchError`` naming the file, the key and what is
-allowed. The shared helpers (``read_toml``, ``check_keys``, ``take``) serve other spec kinds too.
+allowed. The shared helpers (``read_toml``, ``check_keys``, ``take``, ``resolve_extends``) serve
+other spec kinds too (``toybench/baselines.py``).
 
 Spec layout (see ``generators/*.toml`` for complete examples)::
 
@@ -50,7 +51,7 @@ import hashlib
 import json
 import math
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -255,28 +256,62 @@ def read_generator_spec(name_or_path: str | Path) -> tuple[str, str, dict[str, A
     name, path = resolve_spec_path(name_or_path)
     where = _display(path)
     spec = read_toml(path)
-    check_keys(spec, where, optional=TOP_KEYS["required"] + TOP_KEYS["optional"])
+    keys = TOP_KEYS["required"] + TOP_KEYS["optional"]
+    check_keys(spec, where, optional=keys)
+    spec = resolve_extends(spec, path, where, kind="generators", merge=_merge,
+                           check=lambda base, base_where: check_keys(base, base_where,
+                                                                     optional=keys))
+    check_keys(spec, where, required=TOP_KEYS["required"], optional=TOP_KEYS["optional"])
+    return name, where, spec
+
+
+def resolve_extends(
+    spec: dict[str, Any],
+    path: Path,
+    where: str,
+    *,
+    kind: str,
+    merge: Callable[[dict[str, Any], dict[str, Any], str], dict[str, Any]],
+    check: Callable[[dict[str, Any], str], None],
+    shipped: Mapping[str, Path] | None = None,
+) -> dict[str, Any]:
+    """Follow the ``extends`` chain of ``spec`` (read from ``path``, named ``where`` in messages).
+
+    Each ``extends`` names a shipped spec of ``kind`` (``"generators"``, ``"baselines"``; or a key
+    of ``shipped``) or a file next to the spec that names it. Each base is read, ``check(base,
+    base_where)`` validates it, and ``merge(base, child, where)`` lays the child over it. A loop is
+    an error. Returns the merged spec, without ``extends``.
+    """
+    shipped = shipped_specs(kind) if shipped is None else shipped
     chain = [where]
     while "extends" in spec:
         base_ref = take(spec, "extends", str, where)
-        if base_ref not in shipped_specs("generators"):
-            if not (path.parent / base_ref).is_file():
-                raise ToybenchError(
-                    f"{where}: extends = {base_ref!r} is neither a shipped generator "
-                    f"({', '.join(generator_names())}) nor a file next to the spec"
-                )
-            base_ref = path.parent / base_ref
-        _, base_path = resolve_spec_path(base_ref)
-        base_where = _display(base_path)
+        if base_ref in shipped:
+            base_path = shipped[base_ref]
+        elif _is_file(path.parent / base_ref):
+            base_path = path.parent / base_ref
+        else:
+            raise ToybenchError(
+                f"{where}: extends = {base_ref!r} is neither a shipped {kind.rstrip('s')} "
+                f"({', '.join(sorted(shipped))}) nor a file next to the spec"
+            )
+        base_where = _display(base_path, kind)
         if base_where in chain:
             raise ToybenchError(f"{where}: 'extends' loops: {' -> '.join(chain + [base_where])}")
         chain.append(base_where)
         base = read_toml(base_path)
-        check_keys(base, base_where, optional=TOP_KEYS["required"] + TOP_KEYS["optional"])
-        spec = _merge(base, {k: v for k, v in spec.items() if k != "extends"}, where)
+        check(base, base_where)
+        spec = merge(base, {k: v for k, v in spec.items() if k != "extends"}, where)
         path, where = base_path, base_where  # a further 'extends' is relative to the base
-    check_keys(spec, chain[0], required=TOP_KEYS["required"], optional=TOP_KEYS["optional"])
-    return name, chain[0], spec
+    return spec
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for names the OS refuses (e.g. longer than its name limit)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _merge(base: dict[str, Any], child: dict[str, Any], where: str) -> dict[str, Any]:
@@ -290,10 +325,10 @@ def _merge(base: dict[str, Any], child: dict[str, Any], where: str) -> dict[str,
     return merged
 
 
-def _display(path: Path) -> str:
-    shipped = shipped_specs("generators")
+def _display(path: Path, kind: str = "generators") -> str:
+    shipped = shipped_specs(kind)
     if shipped.get(path.stem) == path:
-        return f"generators/{path.name}"
+        return f"{kind}/{path.name}"
     return str(path)
 
 

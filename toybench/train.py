@@ -9,7 +9,6 @@ https://arxiv.org/abs/1412.6980).
 from __future__ import annotations
 
 import ctypes
-import inspect
 import io
 import math
 import sys
@@ -390,12 +389,10 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, config)
-    # The reparameterization noise comes from this generator when the model accepts one (saved in
-    # every checkpoint); anything else drawing from torch's default RNG is covered by fork_rng.
+    # The reparameterization noise comes from this generator (saved in every checkpoint);
+    # anything else drawing from torch's default RNG is covered by fork_rng.
     noise_gen = torch.Generator().manual_seed(int(seed))
-    loss_kwargs = {"generator": noise_gen} if _accepts(model.loss, "generator") else {}
-    # Models with costly logging-only terms skip them on steps that are not logged.
-    wants_diagnostics = _accepts(model.loss, "diagnostics")
+    loss_kwargs: dict[str, Any] = {"generator": noise_gen}
     result = TrainResult()
     nan_streak = 0
     start = 0
@@ -428,8 +425,8 @@ def train(
             kl_w = kl_weight_at(config, step)
             done = step + 1
             logged = done % config.log_every == 0 or done == config.steps
-            if wants_diagnostics:
-                loss_kwargs["diagnostics"] = logged
+            # Models with costly logging-only terms skip them on steps that are not logged.
+            loss_kwargs["diagnostics"] = logged
             with torch.autocast("cpu", dtype=torch.bfloat16,
                                 enabled=config.precision == "bf16"):
                 out = model.loss(x, step, factors=None if labels is None else labels[idx],
@@ -525,13 +522,6 @@ def _config_record(config: TrainConfig) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _save_state(path, model, optimizer, noise_gen, config, seed, step, result,
                 nan_streak) -> None:
     save_checkpoint(path, {
@@ -582,8 +572,7 @@ def _log_scalars(writer, model, out, row: dict[str, float]) -> None:
         return
     for i, value in enumerate(kl_units.tolist()):
         writer.add_scalar(f"kl_unit/{i:03d}", value, step)
-    units = model.units() if hasattr(model, "units") else []
-    for group in units:
+    for group in model.units():
         cols = list(group.columns)
         writer.add_scalar(f"kl_{group.kind}/{group.name}", float(kl_units[cols].sum()), step)
 
@@ -592,8 +581,7 @@ def _log_scalars(writer, model, out, row: dict[str, float]) -> None:
 def _log_distributions(writer, model, x: torch.Tensor, step: int) -> None:
     """Histograms of μ and σ of every latent layer (including the last) and image grids."""
     model.eval()
-    posteriors = model.posteriors(x) if hasattr(model, "posteriors") else {}
-    for name, (mu, sigma) in posteriors.items():
+    for name, (mu, sigma) in model.posteriors(x).items():
         writer.add_histogram(f"posterior_mu/{name}", mu.float(), step)
         writer.add_histogram(f"posterior_sigma/{name}", sigma.float(), step)
     codes = model.encode(x).float()  # (B, n_codes)

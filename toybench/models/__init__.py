@@ -5,25 +5,25 @@ One file per family, each holding its frozen config dataclass, modules and loss:
 Higgins et al. 2017, Chen et al. 2018 https://arxiv.org/abs/1802.04942), ``csvae.py`` (causally
 structured VAE along the generator's DAG), ``hvae.py`` (ladder VAE, Sønderby et al. 2016
 https://arxiv.org/abs/1602.02282, with NVAE stabilisers), ``pca.py`` (the non-neural reference).
-Shared parts: ``nets.py`` (conv backbones), ``likelihoods.py``, ``common.py`` (``LossOutput``,
-``UnitGroup``, Gaussian algebra). The model interface is documented in docs/architecture.md.
+Shared parts: ``nets.py`` (conv backbones), ``likelihoods.py``, ``common.py`` (the model contract
+``Model`` / ``Fittable``, ``LossOutput``, ``UnitGroup``, Gaussian algebra; see also
+docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from torch import nn
+from typing import Any, NamedTuple
 
 from toybench.errors import ToybenchError
-from toybench.models.common import LossOutput, UnitGroup
+from toybench.models.common import Fittable, LossOutput, Model, UnitGroup
 from toybench.models.csvae import CSVAE, CSVAEConfig
 from toybench.models.hvae import HVAE, HVAEConfig
 from toybench.models.pca import PCA, PCAConfig
 from toybench.models.vae import VAE, VAEConfig
 
-__all__ = ["MODELS", "LossOutput", "UnitGroup", "build_model", "model_config"]
+__all__ = ["MODELS", "Family", "Fittable", "LossOutput", "Model", "UnitGroup", "build_model",
+           "model_config"]
 
 
 def _build_vae(config: VAEConfig, *, image_shape, dag, concept_sizes) -> VAE:  # noqa: ANN001
@@ -44,16 +44,33 @@ def _build_pca(config: PCAConfig, *, image_shape, dag, concept_sizes) -> PCA:  #
     return PCA(config, image_shape)
 
 
-# family -> (config dataclass, constructor(config, *, image_shape, dag, concept_sizes)).
-MODELS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
-    "vae": (VAEConfig, _build_vae),
-    "csvae": (CSVAEConfig, _build_csvae),
-    "hvae": (HVAEConfig, _build_hvae),
-    "pca": (PCAConfig, _build_pca),
+class Family(NamedTuple):
+    """A registry entry: what a family's baselines are built from.
+
+    Attributes
+    ----------
+    config : type
+        The frozen config dataclass (the ``[model]`` table).
+    build : callable
+        ``build(config, *, image_shape, dag, concept_sizes) -> Model``.
+    model : type
+        The model class; its ``trainable`` says whether the family trains by gradient steps.
+    """
+
+    config: type
+    build: Callable[..., Model]
+    model: type
+
+
+MODELS: dict[str, Family] = {
+    "vae": Family(VAEConfig, _build_vae, VAE),
+    "csvae": Family(CSVAEConfig, _build_csvae, CSVAE),
+    "hvae": Family(HVAEConfig, _build_hvae, HVAE),
+    "pca": Family(PCAConfig, _build_pca, PCA),
 }
 
 
-def _family(family: str) -> tuple[type, Callable[..., nn.Module]]:
+def _family(family: str) -> Family:
     try:
         return MODELS[family]
     except KeyError:
@@ -81,7 +98,7 @@ def model_config(family: str, values: Mapping[str, Any] | None = None):  # noqa:
     ToybenchError
         Unknown field (the message names it and the allowed ones) or an invalid value.
     """
-    config_class, _ = _family(family)
+    config_class = _family(family).config
     values = dict(values or {})
     allowed = tuple(config_class.__dataclass_fields__)
     unknown = sorted(set(values) - set(allowed))
@@ -99,7 +116,7 @@ def build_model(
     image_shape: tuple[int, int, int],
     dag: Any = None,
     concept_sizes: Mapping[str, int] | None = None,
-) -> nn.Module:
+) -> Model:
     """Build a model of ``family`` for images of ``image_shape``.
 
     Parameters
@@ -107,7 +124,7 @@ def build_model(
     family : str
         A key of ``MODELS``.
     config : dataclass
-        An instance of the family's config class (``MODELS[family][0]``).
+        An instance of the family's config class (``MODELS[family].config``).
     image_shape : (int, int, int)
         ``(C, H, W)``.
     dag : DAG, optional
@@ -117,11 +134,11 @@ def build_model(
 
     Returns
     -------
-    torch.nn.Module
-        A model with ``loss``, ``encode``, ``decode``, ``posteriors``, ``units``, ``n_codes`` and
-        ``trainable`` (see docs/architecture.md).
+    Model
+        A ``torch.nn.Module`` satisfying ``toybench.models.common.Model`` (and ``Fittable`` when
+        ``trainable`` is False).
     """
-    config_class, build = _family(family)
+    config_class, build, _ = _family(family)
     if not isinstance(config, config_class):
         raise TypeError(f"{family} needs a {config_class.__name__}, got {type(config).__name__}")
     return build(config, image_shape=tuple(image_shape), dag=dag, concept_sizes=concept_sizes)

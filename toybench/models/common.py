@@ -1,4 +1,10 @@
-"""Shared pieces of every model family: the loss record, unit groups and diagonal-Gaussian algebra.
+"""Shared pieces of every model family: the model contract, the loss record, unit groups and
+diagonal-Gaussian algebra.
+
+``Model`` is the contract every family satisfies (a ``typing.Protocol``, checkable with
+``isinstance``); training, scoring and plotting call these members and nothing else, never probing
+for optional ones. A family without gradient training (``trainable = False``, PCA) also satisfies
+``Fittable``: it is fitted once on the training images instead of optimized.
 
 The Gaussian helpers implement the closed forms used by all VAEs here: the reparameterized sample
 (Kingma & Welling 2014, https://arxiv.org/abs/1312.6114, eq. 10), the KL divergence between two
@@ -15,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -77,6 +84,71 @@ class LossOutput:
     kl: Tensor
     kl_per_unit: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What every model family provides (``toybench.models.MODELS``; docs/architecture.md).
+
+    Attributes
+    ----------
+    trainable : bool
+        Class attribute. True: trained by gradient steps on ``loss(...).total``. False: has no
+        gradient training and satisfies ``Fittable`` (PCA).
+    n_codes : int
+        Number of code columns ``encode`` returns.
+    """
+
+    trainable: ClassVar[bool]
+
+    @property
+    def n_codes(self) -> int: ...
+
+    def loss(
+        self,
+        x: Tensor,
+        step: int,
+        *,
+        factors: Tensor | None = None,
+        kl_weight: float = 1.0,
+        recon_weight: float = 1.0,
+        generator: torch.Generator | None = None,
+        diagnostics: bool = True,
+    ) -> LossOutput:
+        """The objective on a batch ``x`` ``(B, C, H, W)`` float32 in [0, 1].
+
+        ``factors`` ``(B, K)`` int64 (−1 = unlabelled; ``None`` = no labels) for supervised
+        families; ``kl_weight`` the schedule's value; ``generator`` supplies the
+        reparameterization noise (``None`` = torch's default); ``diagnostics=False`` lets a model
+        skip logging-only extras (never a loss term). Every family accepts every keyword.
+        """
+        ...
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Codes (posterior means) ``(B, n_codes)`` of images ``(B, C, H, W)`` in [0, 1]."""
+        ...
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Codes ``(B, n_codes)`` -> expected image ``(B, C, H, W)`` in [0, 1]."""
+        ...
+
+    def posteriors(self, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{layer or block: (μ (B, d), σ (B, d))}`` of q(z|x) in code-column order, every
+        stochastic layer including the top; ``{}`` for a model without a posterior (PCA)."""
+        ...
+
+    def units(self) -> list[UnitGroup]:
+        """Which code columns belong to which layer / DAG node (every column exactly once)."""
+        ...
+
+
+@runtime_checkable
+class Fittable(Model, Protocol):
+    """A ``Model`` with ``trainable = False``: fitted once, no optimizer steps (PCA)."""
+
+    def fit(self, images: Tensor) -> None:
+        """Fit to the training images ``(n, C, H, W)``: uint8 in 0..255 or float in [0, 1]."""
+        ...
 
 
 def require(ok: bool, message: str) -> None:

@@ -251,13 +251,15 @@ class CSVAE(nn.Module):
         kl_weight: float = 1.0,
         recon_weight: float = 1.0,
         generator: torch.Generator | None = None,
+        diagnostics: bool = True,
     ) -> LossOutput:
         """Objective of the module docstring on ``x`` ``(B, C, H, W)`` in [0, 1].
 
         ``factors`` ``(B, K)`` int64 (−1 = unlabelled) feeds the concept classifiers when
-        ``supervision_weight > 0``; ``None`` means no labels in this batch. ``step`` is unused.
+        ``supervision_weight > 0``; ``None`` means no labels in this batch. ``step`` and
+        ``diagnostics`` are unused (this family has no logging-only extras).
         """
-        del step
+        del step, diagnostics
         blocks = self._infer(x, generator, sample=True)
         z = torch.cat([b.z for b in blocks.values()], dim=1)  # (B, n_codes)
         recon = self.likelihood.nll(self.decoder(z), x).mean()

@@ -213,12 +213,14 @@ class HVAE(nn.Module):
         kl_weight: float = 1.0,
         recon_weight: float = 1.0,
         generator: torch.Generator | None = None,
+        diagnostics: bool = True,
     ) -> LossOutput:
         """Objective of the module docstring on ``x`` ``(B, C, H, W)`` in [0, 1].
 
-        ``step`` and ``factors`` are unused (the warm-up arrives as ``kl_weight``).
+        ``step``, ``factors`` and ``diagnostics`` are unused (the warm-up arrives as ``kl_weight``;
+        the extras are cheap and always computed).
         """
-        del step, factors
+        del step, factors, diagnostics
         layers, z = self._infer(x, generator, sample=True)
         recon = self.likelihood.nll(self.decoder(z), x).mean()
         # KL(q || p) per unit (NVAE eq. 4 for residual layers; the top layer's prior is N(0, I)).

@@ -145,13 +145,15 @@ class PCA(nn.Module):
         kl_weight: float = 1.0,
         recon_weight: float = 1.0,
         generator: torch.Generator | None = None,
+        diagnostics: bool = True,
     ) -> LossOutput:
         """Squared reconstruction error per image (summed over pixels, batch mean); KL = 0.
 
         Only for logging: there is nothing to differentiate. The keyword arguments are accepted
-        for the common model interface and unused.
+        for the common model interface (``toybench.models.common.Model``); all but
+        ``recon_weight`` are unused.
         """
-        del step, factors, kl_weight, generator
+        del step, factors, kl_weight, generator, diagnostics
         with torch.no_grad():
             recon = (self.decode(self.encode(x)) - x.float()).pow(2).reshape(x.shape[0], -1)
             recon = recon.sum(dim=1).mean()

@@ -53,7 +53,8 @@ class VAEConfig:
         Weight of the total-correlation term (Chen et al. 2018's β); 1 adds nothing.
     dataset_size : int
         N, the number of training images, for the importance weights of the TC estimator
-        (``total_correlation``); keep it equal to ``train.n_train``.
+        (``total_correlation``); the ``beta-tcvae`` baseline derives it from ``train.n_train``
+        (its ``[derived]`` table).
     arch : str
         Conv backbone: ``"auto"`` (by image size), ``"conv32"`` or ``"conv64"``.
     likelihood : str
