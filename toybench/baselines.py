@@ -292,6 +292,55 @@ def load_baseline(
     )
 
 
+def protocol_configs(protocol: str) -> tuple[TrainConfig, Any]:
+    """``(TrainConfig, EvalConfig)`` of a shared protocol alone, without any baseline's values:
+    what an external encoder scored under ``protocol`` gets (its split and evaluation sizes).
+
+    Raises
+    ------
+    ToybenchError
+        Unknown protocol (naming the valid ones).
+    """
+    from toybench.evaluate import QUICK, EvalConfig
+
+    shared = shared_settings()
+    if protocol not in shared["protocols"]:
+        raise ToybenchError(f"unknown protocol {protocol!r}; valid: "
+                            f"{', '.join(shared['protocols'])}")
+    values = {"model": {}, "train": dict(shared["train"]), "eval": dataclasses.asdict(QUICK)}
+    _apply(values, shared["protocols"][protocol].items())
+    return (build_config(TrainConfig, values["train"], "train"),
+            build_config(EvalConfig, values["eval"], "eval"))
+
+
+def setting_summaries() -> list[tuple[str, str]]:
+    """``(key, "type: default")`` of every ``--set`` key, for ``toybench list``: the ``train.*``
+    and ``eval.*`` fields, then the ``model.*`` fields with each family's default. These are the
+    config dataclasses' defaults; ``baselines/protocols.toml`` and the baseline files set their
+    own values over them (``config.json`` of a run shows what it used)."""
+    from toybench.evaluate import QUICK
+    from toybench.models import MODELS
+
+    def fields(cls: type) -> list[tuple[str, str]]:
+        hints = typing.get_type_hints(cls)
+        return [(f.name, getattr(hints[f.name], "__name__", str(hints[f.name])))
+                for f in dataclasses.fields(cls) if f.init]
+
+    lines = [(f"train.{name}", f"{kind}: {getattr(TrainConfig(), name)!r}")
+             for name, kind in fields(TrainConfig)]
+    lines += [(f"eval.{name}", f"{kind}: {getattr(QUICK, name)!r}")
+              for name, kind in fields(type(QUICK))]
+    model: dict[str, tuple[str, list[str]]] = {}
+    for family, entry in MODELS.items():
+        defaults = entry.config()
+        for name, kind in fields(entry.config):
+            model.setdefault(name, (kind, []))[1].append(
+                f"{family} {getattr(defaults, name)!r}")
+    lines += [(f"model.{name}", f"{kind}: {', '.join(parts)}")
+              for name, (kind, parts) in model.items()]
+    return lines
+
+
 def _apply(values: dict[str, dict[str, Any]], items: Iterable[tuple[str, Any]]) -> None:
     """Set dotted ``section.field`` keys in ``values`` (protocol and ``--set`` layers)."""
     for key, value in items:

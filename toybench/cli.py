@@ -86,11 +86,19 @@ def _metric_lines() -> list[tuple[str, str]]:
     return [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in METRICS.items()]
 
 
+def _setting_lines() -> list[tuple[str, str]]:
+    from toybench.baselines import setting_summaries
+
+    return setting_summaries()
+
+
 # `toybench list` sections: title -> function returning (name, one line) pairs.
 LIST_SECTIONS = {
     "generators": _generator_lines,
     "baselines": _baseline_lines,
     "metrics": _metric_lines,
+    "settings (--set KEY=VALUE; field defaults, protocols and baseline files set their own)":
+        _setting_lines,
 }
 
 
@@ -99,9 +107,11 @@ def list_() -> None:
     """List the shipped generators, baselines and metrics, one line each."""
     with _UserErrors():
         for title, lines in LIST_SECTIONS.items():
+            lines = lines()
+            width = max([16, *(len(name) for name, _ in lines)])
             click.echo(f"{title}:")
-            for name, line in lines():
-                click.echo(f"  {name:<16} {line}")
+            for name, line in lines:
+                click.echo(f"  {name:<{width}} {line}")
 
 
 @main.command(name="run")

@@ -207,7 +207,9 @@ def external_config(name: str, generator: str, corr: float, seed: int,
     if not isinstance(name, str) or not name.strip():
         raise ToybenchError(f"an external model needs a name, got {name!r}")
     sigma, seed = parse_corr(corr), check_seed(seed)
-    train, eval_config = protocol_settings(protocol)
+    from toybench.baselines import protocol_configs
+
+    train, eval_config = protocol_configs(protocol)
     model = {"baseline": f"external:{name}", "family": "external", "description": "",
              "source": "python", "config": {}}
     sizes = {"n_train": train.n_train, "n_test": train.n_test}
@@ -217,14 +219,6 @@ def external_config(name: str, generator: str, corr: float, seed: int,
             "overrides": []}
     return _assemble(json.dumps(model), json.dumps(sizes), eval_json, protocol, "{}", seed,
                      spec, load_generator_cached(str(generator)), sigma)
-
-
-def protocol_settings(protocol: str):
-    """``(TrainConfig, EvalConfig)`` of a protocol, as every shipped baseline resolves it."""
-    from toybench.baselines import load_baseline
-
-    baseline = load_baseline("vae", protocol=protocol)
-    return baseline.train, baseline.eval
 
 
 def _assemble(model: str, train: str, eval_config: str, protocol: str | None, overrides: str,
