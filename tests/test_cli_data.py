@@ -162,3 +162,110 @@ def test_show_refuses_an_unknown_figure_format(tmp_path):
     result = run("show", "--data", "dsprites", "-o", str(tmp_path / "sheet.bmp"))
     assert result.exit_code != 0 and "unknown figure format 'bmp'" in result.output
     assert not (tmp_path / "sheet.bmp").exists()
+
+
+# -- issue #11: outputs that are not regular files, sizes, extreme σ, long names -----------------
+def _one_error_line(result) -> str:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def _no_sampling(monkeypatch):
+    import toybench.data
+
+    def fail(*args, **kwargs):
+        raise AssertionError("data was drawn before the output path was checked")
+
+    monkeypatch.setattr(toybench.data, "make_split", fail)
+
+
+def test_generate_refuses_a_fifo_before_drawing_anything(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    fifo = tmp_path / "out.npz"
+    os.mkfifo(fifo)
+    _no_sampling(monkeypatch)
+    line = _one_error_line(run("generate", "--data", "toy-causal", "-n", "4", "-o", str(fifo)))
+    assert "is a FIFO (named pipe), not a regular file" in line
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [("/dev/null", "a symlink to /dev/null, a character device"),
+     ("nowhere.npz", "a dangling symlink")],
+)
+def test_generate_refuses_symlinks_to_non_files(tmp_path, monkeypatch, target, fragment):
+    import os
+
+    link = tmp_path / "out.npz"
+    link.symlink_to(target)
+    _no_sampling(monkeypatch)
+    line = _one_error_line(run("generate", "--data", "toy-causal", "-n", "4", "-o", str(link)))
+    assert fragment in line
+    assert os.readlink(link) == target and sorted(os.listdir(tmp_path)) == ["out.npz"]
+
+
+def test_generate_writes_through_a_symlink_to_a_file(tmp_path):
+    real = tmp_path / "real.npz"
+    real.write_bytes(b"old")
+    link = tmp_path / "out.npz"
+    link.symlink_to(real)
+    result = run("generate", "--data", "toy-causal", "-n", "4", "-o", str(link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and np.load(real)["images"].shape == (4, 3, 32, 32)
+
+
+def test_generate_over_long_output_name_is_one_line(tmp_path, monkeypatch):
+    _no_sampling(monkeypatch)
+    out = tmp_path / ("x" * 300 + ".npz")
+    line = _one_error_line(run("generate", "--data", "toy-causal", "-n", "4", "-o", str(out)))
+    assert "file name too long" in line and len(line) < 300
+
+
+def test_generate_over_long_data_name_is_one_line(tmp_path):
+    for data in ("d" * 300, "d" * 300 + ".toml", str(tmp_path / ("d" * 300)) + "/x.toml"):
+        line = _one_error_line(
+            run("generate", "--data", data, "-n", "4", "-o", str(tmp_path / "o.npz"))
+        )
+        assert len(line) < 300
+        assert any(f in line for f in ("unknown generator", "no such spec file", "too long"))
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_generate_refuses_a_size_nobody_can_allocate(tmp_path):
+    line = _one_error_line(
+        run("generate", "--data", "toy-causal", "-n", str(10**12), "-o", str(tmp_path / "o.npz"))
+    )
+    assert "n = 1,000,000,000,000 samples of toy-causal (3×32×32 uint8 images) would need" in line
+    assert "PB of memory; this machine has" in line and "fit)" in line
+    assert not list(tmp_path.glob("*.npz"))
+
+
+@pytest.mark.parametrize("corr", ["1e-300", "1e-160", "1e150", "1e300"])
+@pytest.mark.parametrize("data", ["dsprites-pairs", "toy-causal", "pendulum"])
+def test_generate_extreme_sigma_gives_valid_levels(tmp_path, data, corr):
+    out = tmp_path / "o.npz"
+    result = run("generate", "--data", data, "--corr", corr, "-n", "6", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    with np.load(out) as z:
+        card = json.loads(str(z["card"]))
+        sizes = [len(c["labels"]) for c in card["concepts"]]
+        assert (z["factors"] >= 0).all() and (z["factors"] < np.array(sizes)).all()
+    assert card["corr"] == float(corr)
+
+
+@pytest.mark.parametrize(
+    "corr, fragment",
+    [("1e-400", "rounds to 0 as a float"), ("1e400", "too large for a float")],
+)
+def test_generate_refuses_sigma_a_float_cannot_hold(tmp_path, corr, fragment):
+    line = _one_error_line(
+        run("generate", "--data", "toy-causal", "--corr", corr, "-o", str(tmp_path / "o.npz"))
+    )
+    assert fragment in line

@@ -86,9 +86,11 @@ CASES = [(0, np.float64), (1, np.float64), (2, np.float32)]
 
 
 @pytest.mark.parametrize(("seed", "dtype"), CASES)
-def test_mig_matches_reference(seed, dtype):
-    codes, factors, (mus, ys, _, _) = _case(seed, dtype)
-    assert mig(codes, factors) == pytest.approx(_mig_points(mus, ys), abs=1e-12)
+def test_mig_matches_reference_on_all_rows(seed, dtype):
+    # disentanglement_lib computes MIG on every point it draws (no test set): all n rows here,
+    # and the same operations in the same order give the same float exactly.
+    codes, factors, _ = _case(seed, dtype)
+    assert mig(codes, factors) == _mig_points(codes.T, factors.T)
 
 
 @pytest.mark.parametrize(("seed", "dtype"), CASES)

@@ -134,6 +134,123 @@ def test_band_limits():
     np.testing.assert_allclose(tiny, np.eye(5)[[2, 1, 4]])
 
 
+# -- extreme σ (issue #11, fault 4): every σ > 0 is exact, normal σ unchanged --------------------
+EXTREME_SIGMAS = [5e-324, 1e-300, 1e-160, 1e-20, 1e150, 1e300, 1.7e308]
+
+
+@pytest.mark.parametrize("sigma", EXTREME_SIGMAS)
+def test_band_extreme_sigma_gives_the_exact_limits(sigma):
+    u = np.linspace(0, 1, 5)
+    g = np.array([0.5, 0.26, 3.0, 0.125, -7.0])  # 0.125: exactly between levels 0 and 1
+    p = band_probs(g, u, sigma)
+    assert np.isfinite(p).all()
+    np.testing.assert_array_equal(p.sum(axis=1), 1.0)
+    if sigma < 1:  # the argmax limit, exact ties split equally
+        expected = np.eye(5)[[2, 1, 4, 0, 0]]
+        expected[3] = [0.5, 0.5, 0, 0, 0]
+        np.testing.assert_array_equal(p, expected)
+    else:  # the uniform limit
+        np.testing.assert_array_equal(p, np.full((5, 5), 0.2))
+
+
+def test_band_is_continuous_across_the_switch_to_the_scaled_form():
+    from toybench.scm import _band_probs_scaled
+
+    u, g = np.linspace(0, 1, 7), np.linspace(-0.2, 1.3, 31)
+    for sigma in (1e-3, 0.05, 0.3, 2.0, 1e3):  # the plain form's range: both forms agree
+        scaled = _band_probs_scaled(np.abs(u[None, :] - g[:, None]), sigma)
+        np.testing.assert_allclose(scaled, band_probs(g, u, sigma), rtol=1e-12, atol=1e-300)
+    d = 1e-154  # level gaps of order σ around the threshold 1.49e-154: no jump
+    near = np.array([0.0, d, 2 * d])
+    below, above = (band_probs(np.array([0.0]), near, s)[0] for s in (1.49e-154, 1.5e-154))
+    np.testing.assert_allclose(below, above, rtol=0.02)
+    assert 0.05 < below[1] < 0.9
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.2, 0.7, 3.0])
+def test_band_at_normal_sigma_is_the_textbook_formula_bit_for_bit(sigma):
+    u, g = np.linspace(0, 1, 9), np.random.default_rng(0).uniform(-0.3, 1.3, 50)
+    logits = -((u[None, :] - g[:, None]) ** 2) / (2.0 * sigma**2)
+    logits -= logits.max(axis=1, keepdims=True)
+    expected = np.exp(logits)
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_array_equal(band_probs(g, u, sigma), expected)
+
+
+#: sha256 of ``sample_factors(20000, default_rng(123), corr=σ)`` of every shipped generator,
+#: recorded before the extreme-σ fix: normal σ must keep every sampled level.
+FACTOR_HASHES = {
+    "dsprites": {s: "d540b8f999d120b377c8bcf575d22242a0b1dc56837b068b503d3100b021d572"
+                 for s in ("0.05", "0.2", "0.7", "inf")},
+    "dsprites-pairs": {
+        "0.05": "99364be7075aaffad5a6d25469c3e677571ae566f769ef00232b9c4253947a6c",
+        "0.2": "185625fc357a4f1d800e450bac316c99269fffc80af8c87651d7b053291c64b9",
+        "0.7": "ecb9b9fc105922a29dd31851b8b9809d225e54abd5291903af557bbd65264ad7",
+        "inf": "d540b8f999d120b377c8bcf575d22242a0b1dc56837b068b503d3100b021d572",
+    },
+    "pendulum": {
+        "0.05": "daff6a467ffbaed0ebf2601e1575f061355ce7df798256f78d6fc09ce16925e1",
+        "0.2": "e959fb485d1fd5c0edf2e923ac68de5873428e43cdc34ce88cb8f202718ff465",
+        "0.7": "3575c16b5e21abd2c8023374b719911c14e4c7e9503194ebc9516cc54700a089",
+        "inf": "869ac5b48bd423fb1097f142ed047965e231898a5acdeba69dfb028ec7fc369b",
+    },
+    "toy-causal": {
+        "0.05": "2e25a9b36c78b02abf4e0faf655445bae61e00298c707962a879b86637f14a7a",
+        "0.2": "10ba0b67508e5e4367da9b93231e2ee684d0b142e8e6fab9b27aab5dbcd6591a",
+        "0.7": "8305413e0e563e08b761f3ccb680a966284cbb6ea09336ea214ae2f30c9b273a",
+        "inf": "86aa51014d5021db38b462c5f9810d0e4ba57348a67e1ead8b633db382ca9b69",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTOR_HASHES))
+def test_normal_sigma_samples_are_unchanged(name):
+    import hashlib
+
+    from toybench.specs import load_generator
+
+    gen = load_generator(name)
+    for corr, digest in FACTOR_HASHES[name].items():
+        factors = gen.sample_factors(20000, np.random.default_rng(123), corr=float(corr))
+        assert hashlib.sha256(factors.tobytes()).hexdigest() == digest, corr
+
+
+@pytest.mark.parametrize("sigma", [1e-300, 1e-160, 1e-20, 1e150, 1e300])
+def test_every_shipped_generator_gives_valid_levels_at_extreme_sigma(sigma):
+    from toybench.specs import GENERATOR_NAMES, load_generator
+
+    for name in GENERATOR_NAMES:
+        gen = load_generator(name)
+        factors = gen.sample_factors(500, np.random.default_rng(0), corr=sigma)
+        assert ((factors >= 0) & (factors < np.array(gen.scm.sizes))).all(), name
+        card = gen.card(sigma, factors)
+        assert card["corr"] == sigma
+        assert all(math.isfinite(e["pearson"]) for e in card["edges"]), name
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [("1e-400", "rounds to 0 as a float"), ("1e400", "too large for a float"),
+     ("-1e400", "corr must be a number > 0"), (10**400, "too large for a float")],
+)
+def test_parse_corr_refuses_what_a_float_cannot_hold(text, fragment):
+    with pytest.raises(ToybenchError, match=fragment):
+        parse_corr(text)
+
+
+def test_band_centre_that_overflows_is_refused():
+    concepts = (Concept.ordinal("a", [0.0, 1.0]), Concept.ordinal("b", [0.0, 1.0]))
+    with pytest.raises(ToybenchError, match="band centre bias"):
+        SCM(concepts, {"b": Band(("a",), (1e308,), bias=1e308)})
+
+
+def test_mechanism_table_size_is_capped():
+    big = Concept.ordinal("a", np.arange(3000.0))
+    concepts = (big, Concept.ordinal("b", np.arange(3000.0)))
+    with pytest.raises(ToybenchError, match="probability table would have 3,000 parent"):
+        SCM(concepts, {"b": Band(("a",), (1.0,))})
+
+
 def test_inverse_cdf_known_answers():
     cpt = np.array([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     row = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2])

@@ -187,6 +187,22 @@ BAD = [
         "is neither a shipped generator (dsprites, ",
     ),
     ('description = "a scene"', 'description = "a scene', "invalid TOML"),
+    # issue #11: level counts that used to give a traceback or a MemoryError
+    ("linspace = [0.5, 1.0, 3]", "linspace = [0.5, 1.0, -3]", "'linspace' has -3 levels"),
+    ("linspace = [0.5, 1.0, 3]", "linspace = [0.5, 1.0, 0]", "give at least 2 levels"),
+    (
+        "linspace = [0.5, 1.0, 3]",
+        "linspace = [0, 1, 1e18]",
+        "'linspace' gives 1,000,000,000,000,000,000 levels; a concept has at most 10,000",
+    ),
+    ("linspace = [0.5, 1.0, 3]", "linspace = [0.5, inf, 3]", "(finite numbers"),
+    ("linspace = [0.5, 1.0, 3]", "linspace = [0.5, 1.0, 2.5]", "a whole number of levels"),
+    (
+        "values = [0.0, 0.3, 0.6]",
+        f"values = {list(range(10_001))}",
+        "'values' gives 10,001 levels; a concept has at most 10,000",
+    ),
+    ('parents = ["size"]', 'parents = ["size", "size"]', "'parents' names a concept twice"),
 ]
 
 
@@ -238,3 +254,73 @@ def test_missing_file_and_helpers(tmp_path):
     with pytest.raises(ToybenchError, match="'x' must be a number, got true/false"):
         take({"x": True}, "x", float, "w")
     assert take({}, "x", int, "w", 7) == 7
+
+
+# -- issue #11: absurd specs fail fast with a short message ---------------------------------------
+def _timed_error(build) -> tuple[str, float]:
+    import time
+
+    start = time.process_time()
+    with pytest.raises(ToybenchError) as err:
+        build()
+    return str(err.value), time.process_time() - start
+
+
+def test_700k_concepts_are_refused_fast_with_a_short_message():
+    from toybench.specs import build_generator
+
+    table = {"kind": "ordinal", "values": [0, 1], "doc": "d"}
+    concepts = {f"c{i}": table for i in range(700_000)}  # one shared table: quick to build
+    spec = {"description": "big", "renderer": "sprites", "concepts": concepts}
+    message, seconds = _timed_error(lambda: build_generator("big", spec, "big.toml"))
+    assert "700,000 [concepts.*] tables; a spec has at most 64" in message
+    assert len(message) < 300 and seconds < 0.5  # process time of one thread: a rough guide
+
+
+def test_a_700k_concept_spec_file_is_refused_before_parsing(tmp_path):
+    blocks = [f'[concepts.c{i}]\nkind = "ordinal"\nvalues = [0, 1]\ndoc = "d"' for i in
+              range(700_000)]
+    path = write(tmp_path, 'description = "big"\nrenderer = "sprites"\n' + "\n".join(blocks))
+    message, seconds = _timed_error(lambda: load_generator(path))
+    assert "too large for a spec file (over 1 MiB" in message
+    assert len(message) < 300 and seconds < 0.5
+
+
+def test_many_concepts_under_the_size_cap_are_refused_by_count(tmp_path):
+    blocks = [f'[concepts.c{i}]\nkind = "ordinal"\nvalues = [0, 1]\ndoc = "d"' for i in
+              range(2000)]
+    path = write(tmp_path, 'description = "big"\nrenderer = "sprites"\n' + "\n".join(blocks))
+    message, _ = _timed_error(lambda: load_generator(path))
+    assert "2,000 [concepts.*] tables; a spec has at most 64" in message and len(message) < 300
+
+
+def test_huge_names_are_cut_in_messages(tmp_path):
+    long = "x" * 100_000
+    cases = [
+        ("[concepts.rotation]", f"[concepts.{long}]", "concepts must be exactly the inputs"),
+        ('description = "a scene"', f'description = "a scene"\n{long} = 1', "unknown key 'xxx"),
+        ('parents = ["size"]', f'parents = ["{long}"]', "unknown concept 'xxx"),
+        ('renderer = "scene"', f'renderer = "{long}"', "unknown renderer 'xxx"),
+        ('type = "band"', f'type = "{long}"', "type 'xxx"),
+    ]
+    for old, new, fragment in cases:
+        path = write(tmp_path, SCENE.replace(old, new, 1))
+        with pytest.raises(ToybenchError) as err:
+            load_generator(path)
+        message = str(err.value)
+        assert fragment in message and "…" in message and len(message) < 400, message[:400]
+
+
+def test_listing_cuts_after_200_characters():
+    from toybench.specs import listing
+
+    assert listing(["a", "b"]) == "a, b"
+    cut = listing([f"c{i}" for i in range(700_000)])
+    assert cut.endswith("more)") and len(cut) < 230 and "… (699958 more)" in cut
+
+
+def test_over_long_generator_name_or_path_is_one_line(tmp_path):
+    for text in ("d" * 300, "d" * 300 + ".toml", str(tmp_path / ("d" * 300) / "x.toml")):
+        with pytest.raises(ToybenchError) as err:
+            load_generator(text)
+        assert len(str(err.value)) < 300 and "\n" not in str(err.value)

@@ -165,13 +165,33 @@ def encode_command(run_dir: str, data: str | None, corr: str | None, n: int | No
 @click.option("--json", "json_out", default=None, help="also write the scores as flat JSON here")
 @click.option("--dci-backend", type=click.Choice(["fast", "reference"]), default="fast",
               show_default=True, help="fast = exact re-implementation; reference = scikit-learn")
-def score_command(codes_npz: str, json_out: str | None, dci_backend: str) -> None:
+@click.option("--shuffle-seed", type=click.IntRange(min=0), default=None,
+              help="shuffle the rows with this seed before the first-80% train / last-20% test "
+                   "split (default: keep the stored order)")
+def score_command(codes_npz: str, json_out: str | None, dci_backend: str,
+                  shuffle_seed: int | None) -> None:
     """Score the `codes` (n, L) of an .npz against its `factors` (n, K): DCI, MIG, SAP, ..."""
-    from toybench.evaluate import format_scores, score_codes_file
-    from toybench.io import atomic_write_json
+    import warnings
+
+    from toybench.evaluate import RowOrderWarning, format_scores, score_codes_file
+    from toybench.io import atomic_write_json, check_output
 
     with _UserErrors():
-        scores = score_codes_file(codes_npz, dci_backend=dci_backend)
+        if json_out is not None:
+            check_output(json_out)  # before the scoring, not after it
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RowOrderWarning)
+                scores = score_codes_file(codes_npz, dci_backend=dci_backend,
+                                          shuffle_seed=shuffle_seed)
+        finally:  # also when scoring fails: the warning may explain why
+            for item in caught:  # one line on stderr; other warnings go on as usual
+                if issubclass(item.category, RowOrderWarning):
+                    click.echo(f"Warning: {' '.join(str(item.message).split())}", err=True)
+                else:
+                    warnings.warn_explicit(item.message, item.category, item.filename,
+                                           item.lineno)
         click.echo(format_scores(scores))
         if json_out is not None:
             click.echo(f"wrote {atomic_write_json(json_out, scores)}")

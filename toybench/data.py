@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from toybench import __version__
-from toybench.errors import ToybenchError
-from toybench.io import atomic_save_npz, atomic_write_bytes
+from toybench.errors import ToybenchError, check_allocation
+from toybench.io import atomic_save_npz, atomic_write_bytes, check_output
 from toybench.scm import DAG, SCM, Generator, Root, corr_label, data_card, parse_corr
 from toybench.specs import load_generator
 
@@ -89,6 +89,12 @@ def _check_int(value: Any, what: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ToybenchError(f"{what} must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
+
+
+def sample_bytes(gen: Generator) -> int:
+    """Memory one sample needs while a data set is drawn: its ``C × H × W`` uint8 image plus
+    32 bytes per concept (noise, factor level and renderer input, 8 bytes each, and slack)."""
+    return math.prod(gen.image_shape) + 32 * len(gen.concepts)
 
 
 def split_rng(seed: int, split: str) -> np.random.Generator:
@@ -162,6 +168,11 @@ def _make(
 ) -> Dataset:
     n = _check_int(n, "n", minimum=1)
     seed = _check_int(seed, "seed", minimum=0)
+    check_allocation(
+        n * sample_bytes(gen),
+        f"n = {n:,} samples of {gen.name} ({'×'.join(map(str, gen.image_shape))} uint8 images)",
+        per_item=sample_bytes(gen),
+    )
     if split == "test_decorrelated":
         corr = math.inf
     path = cache_path(gen, split, corr=corr, n=n, seed=seed, do=do) if cache else None
@@ -317,7 +328,15 @@ def generate(
     -------
     Path
         The file written (atomically: nothing is left behind on failure).
+
+    Raises
+    ------
+    ToybenchError
+        Before any sampling: a bad argument, a size this machine cannot hold
+        (``toybench.errors.check_allocation``), or an output path that cannot be written
+        (``toybench.io.check_output``: a missing folder, a folder, FIFO or device in the way).
     """
+    check_output(out)
     dataset = make_split(data, split, corr=corr, n=n, seed=seed, cache=False)
     return atomic_save_npz(
         out,

@@ -25,7 +25,10 @@ per evaluation and reuse its code wherever the row recurs.
 from __future__ import annotations
 
 import dataclasses
+import lzma
 import math
+import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,7 +38,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from toybench import metrics
-from toybench.errors import ToybenchError
+from toybench.errors import ToybenchError, check_allocation
 
 Encode = Callable[[np.ndarray], Any]
 
@@ -617,13 +620,34 @@ def evaluate_encoder(
     return out
 
 
+#: Errors a damaged or forged ``.npz`` raises while it is read (zip structure, compression, CRC,
+#: the ``.npy`` header): each becomes one ``ToybenchError`` line.
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,  # a compression method or zip version zipfile does not know
+    RuntimeError,  # "File ... is encrypted, password required"
+)
+
+
 def load_codes_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read ``codes`` and ``factors`` from an ``.npz`` (no pickles).
+
+    The archive is read with ``zipfile``; before an array is allocated, its ``.npy`` header
+    (shape × item size) must match the member's uncompressed size and fit in memory
+    (``toybench.errors.check_allocation``), so a forged header never triggers a huge allocation.
+    Reading each member to its end checks its CRC.
 
     Raises
     ------
     ToybenchError
-        One line naming the file: missing, not an ``.npz``, or without the two arrays.
+        One line naming the file: missing, not an ``.npz``, truncated or corrupted (bad zip
+        structure, CRC or compressed data), an array header that does not match its data, an
+        array too large for memory, object arrays (pickles), or without the two arrays.
     """
     path = Path(path)
     try:
@@ -636,32 +660,141 @@ def load_codes_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if magic != b"PK\x03\x04":
         raise ToybenchError(f"{path}: not an .npz archive (expected arrays 'codes' and 'factors')")
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise ToybenchError(f"{path}: not a readable .npz archive ({err})") from None
-    with archive:
-        missing = [key for key in ("codes", "factors") if key not in archive.files]
-        if missing:
-            raise ToybenchError(
-                f"{path}: missing array(s) {missing}; it holds {sorted(archive.files)}, "
-                "expected 'codes' (n, L) and 'factors' (n, K)"
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            missing = [key for key in ("codes", "factors") if key not in members]
+            if missing:
+                raise ToybenchError(
+                    f"{path}: missing array(s) {missing}; it holds {sorted(members)[:20]}, "
+                    "expected 'codes' (n, L) and 'factors' (n, K)"
+                )
+            codes, factors = (
+                _read_npy_member(archive, members[key], key, path) for key in ("codes", "factors")
             )
-        try:
-            return archive["codes"], archive["factors"]
-        except ValueError as err:  # object arrays need pickles
-            raise ToybenchError(f"{path}: cannot read arrays without pickle ({err})") from None
+    except _DAMAGED as err:
+        if isinstance(err, ToybenchError):
+            raise
+        raise ToybenchError(
+            f"{path}: not a readable .npz archive, truncated or corrupted "
+            f"({type(err).__name__}: {str(err)[:120] or 'no detail'})"
+        ) from None
+    return codes, factors
 
 
-def score_codes_file(path: str | Path, *, dci_backend: str = "fast") -> dict[str, float]:
+def _read_npy_member(
+    archive: zipfile.ZipFile, member: str, key: str, path: Path
+) -> np.ndarray:
+    """One ``.npy`` member of an open archive, its header checked against its size first."""
+    fmt = np.lib.format
+    info = archive.getinfo(member)
+    with archive.open(info) as stream:
+        version = fmt.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(stream)
+        else:
+            raise ToybenchError(
+                f"{path}: array {key!r} uses .npy format {version[0]}.{version[1]}; expected "
+                "1.0 or 2.0 (plain numeric arrays)"
+            )
+        header_bytes = stream.tell()
+    if dtype.hasobject:
+        raise ToybenchError(f"{path}: array {key!r} holds Python objects; cannot read it without "
+                            "pickle (store numbers)")
+    n_bytes = math.prod(shape) * dtype.itemsize  # Python int: no overflow
+    data_bytes = info.file_size - header_bytes
+    if n_bytes != data_bytes:
+        raise ToybenchError(
+            f"{path}: array {key!r} claims shape {shape} of {dtype} ({n_bytes:,} bytes) but holds "
+            f"{data_bytes:,} bytes of data; the file is damaged"
+        )
+    check_allocation(n_bytes, f"{path}: array {key!r} of shape {shape}")
+    with archive.open(info) as stream:
+        return fmt.read_array(stream, allow_pickle=False)
+
+
+class RowOrderWarning(UserWarning):
+    """The rows of a codes file look ordered, so its first-80% / last-20% split is biased."""
+
+
+#: `row_order_problem` flags a factor column that changes level between consecutive rows fewer
+#: than ``_ORDER_RATIO`` times as often as a random order would, where a random order would give
+#: at least ``_ORDER_MIN_CHANGES`` changes (so that small inputs never warn by chance).
+_ORDER_RATIO, _ORDER_MIN_CHANGES = 0.5, 100
+
+
+def row_order_problem(factors: np.ndarray) -> str | None:
+    """Why the rows of ``factors`` ``(n, K)`` look ordered, or None if they look shuffled.
+
+    Rule: some factor column changes level between consecutive rows fewer than half as often as
+    a random order would make it change, whose expectation is
+    ``(n − 1) · (1 − Σ_l c_l (c_l − 1) / (n (n − 1)))`` for level counts ``c_l``; only columns
+    with an expectation of at least 100 changes are judged. A grid in order (the full dSprites
+    grid) changes its first column a handful of times; a random order of the same rows is within
+    a few standard deviations (each ≤ √expectation) of the expectation, so the rule practically
+    never fires on shuffled data.
+    """
+    factors = np.asarray(factors)
+    n = len(factors)
+    if n < 2:
+        return None
+    for k in range(factors.shape[1]):
+        column = factors[:, k]
+        changes = int(np.count_nonzero(column[1:] != column[:-1]))
+        counts = np.unique(column, return_counts=True)[1].astype(np.float64)
+        expected = (n - 1) * (1.0 - float(np.sum(counts * (counts - 1))) / (n * (n - 1.0)))
+        if expected >= _ORDER_MIN_CHANGES and changes < _ORDER_RATIO * expected:
+            return (
+                f"factor column {k} changes level {changes:,} times between consecutive rows, "
+                f"a random order would give about {expected:,.0f}"
+            )
+    return None
+
+
+def score_codes_file(
+    path: str | Path, *, dci_backend: str = "fast", shuffle_seed: int | None = None
+) -> dict[str, float]:
     """`toybench.metrics.score` of the ``codes`` and ``factors`` stored in an ``.npz``.
+
+    The metrics take the first ⌈0.8 n⌉ rows as train and the rest as test, in the stored order.
+    Rows that look ordered (`row_order_problem`) give a biased split: a `RowOrderWarning` says
+    so. ``shuffle_seed`` applies one random permutation (``np.random.default_rng(shuffle_seed)
+    .permutation(n)``) to the rows of codes and factors alike before scoring.
+
+    Parameters
+    ----------
+    path : str or Path
+    dci_backend : {"fast", "reference"}
+    shuffle_seed : int ≥ 0, optional
+        Shuffle the rows with this seed first (None: keep the stored order).
 
     Raises
     ------
     ToybenchError
-        One line for an unreadable file or arrays the metrics refuse (shapes, NaN, ...).
+        One line for an unreadable file, a bad seed, or arrays the metrics refuse (shapes,
+        NaN, ...).
     """
+    if shuffle_seed is not None and (
+        isinstance(shuffle_seed, bool)
+        or not isinstance(shuffle_seed, (int, np.integer))
+        or shuffle_seed < 0
+    ):
+        raise ToybenchError(f"shuffle seed must be an integer ≥ 0, got {shuffle_seed!r}")
     codes, factors = load_codes_npz(path)
     try:
+        codes, factors = metrics.check_inputs(codes, factors)
+        if shuffle_seed is not None:
+            order = np.random.default_rng(int(shuffle_seed)).permutation(len(codes))
+            codes, factors = codes[order], factors[order]
+        problem = row_order_problem(factors)
+        if problem is not None:
+            warnings.warn(
+                f"{path}: rows look ordered ({problem}), so the first-80% train / last-20% test "
+                "split is biased; shuffle them first (toybench score --shuffle-seed 0)",
+                RowOrderWarning,
+                stacklevel=2,
+            )
         return metrics.score(codes, factors, dci_backend=dci_backend)
     except (ValueError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

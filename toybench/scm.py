@@ -33,6 +33,7 @@ enumerated through the factorization, and the data card's statistics are compute
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -54,6 +55,10 @@ MAX_JOINT_STATES = (
 def parse_corr(value: Any) -> float:
     """Validate a correlation width σ given as a number or a string ("0.2", "inf").
 
+    Every float σ > 0 works (``band_probs`` is exact from the smallest subnormal to the largest
+    float); text that a float cannot hold is refused rather than rounded to 0 or to ``inf``
+    (which would silently mean "independent", see the module docstring).
+
     Parameters
     ----------
     value : float, int or str
@@ -67,22 +72,41 @@ def parse_corr(value: Any) -> float:
     Raises
     ------
     ToybenchError
-        If σ is not a number, is NaN, or is ≤ 0.
+        If σ is not a number, is NaN, or is ≤ 0; or is text whose value rounds to 0 or to
+        infinity as a float ("1e-400", "1e400").
     """
     if isinstance(value, bool):
         raise ToybenchError(f"corr must be a number > 0 or 'inf', got {value!r}")
+    text = None
     if isinstance(value, str):
         text = value.strip().lower()
         try:
             sigma = float(text)
         except ValueError:
-            raise ToybenchError(f"corr must be a number > 0 or 'inf', got {value!r}") from None
+            raise ToybenchError(
+                f"corr must be a number > 0 or 'inf', got {value[:60]!r}"
+            ) from None
     elif isinstance(value, (int, float, np.integer, np.floating)):
-        sigma = float(value)
+        try:
+            sigma = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise ToybenchError(
+                "corr is too large for a float (the largest finite σ is 1.8e308); use 'inf' "
+                "for independent factors"
+            ) from None
     else:
         raise ToybenchError(f"corr must be a number > 0 or 'inf', got {value!r}")
     if math.isnan(sigma) or sigma <= 0:
+        if text is not None and sigma == 0 and any(c in "123456789" for c in text.split("e")[0]):
+            raise ToybenchError(
+                f"corr {value!r} rounds to 0 as a float (the smallest σ > 0 is 5e-324)"
+            )
         raise ToybenchError(f"corr must be a number > 0 or 'inf', got {value!r}")
+    if text is not None and math.isinf(sigma) and text.lstrip("+") not in ("inf", "infinity"):
+        raise ToybenchError(
+            f"corr {value!r} is too large for a float (the largest finite σ is 1.8e308); use "
+            "'inf' for independent factors"
+        )
     return sigma
 
 
@@ -302,8 +326,19 @@ class DAG:
 # Mechanisms: each returns a conditional probability table (M, L) over all M parent combinations
 # (row-major over the parents in their declared order) and the child's L levels.
 # --------------------------------------------------------------------------------------------------
+#: σ range where the textbook form −(u − g)² / (2σ²) is computed as written: 2σ² is a normal,
+#: finite float. Outside it (and wherever that form overflows) ``band_probs`` uses the scaled form.
+_PLAIN_SIGMA = (math.sqrt(sys.float_info.min), math.sqrt(sys.float_info.max / 2))
+
+
 def band_probs(g: np.ndarray, u_child: np.ndarray, sigma: float) -> np.ndarray:
     """P(j) ∝ exp(−(u_j − g)² / (2σ²)) per row (Träuble et al. 2021, eq. 1).
+
+    Exact for every σ > 0. For 1.5e-154 ≤ σ ≤ 9.5e153 it is computed as written (shifted by the
+    row maximum); outside that range σ² underflows or overflows, so it is computed as
+    exp(−½ · (d_j − d_min)/σ · (d_j + d_min)/σ) with d = |u − g|, which never forms σ²: tiny σ
+    gives the argmax limit (all mass on the nearest level, split equally between exact ties), huge
+    σ the uniform limit.
 
     Parameters
     ----------
@@ -322,8 +357,25 @@ def band_probs(g: np.ndarray, u_child: np.ndarray, sigma: float) -> np.ndarray:
     g = np.asarray(g, dtype=np.float64)
     if math.isinf(sigma):
         return np.full((g.size, u_child.size), 1.0 / u_child.size)
-    logits = -((u_child[None, :] - g[:, None]) ** 2) / (2.0 * sigma**2)  # (M, L)
-    logits -= logits.max(axis=1, keepdims=True)  # stable at tiny σ: the nearest level keeps mass
+    if _PLAIN_SIGMA[0] <= sigma <= _PLAIN_SIGMA[1]:
+        with np.errstate(over="ignore"):
+            logits = -((u_child[None, :] - g[:, None]) ** 2) / (2.0 * sigma**2)  # (M, L)
+        top = logits.max(axis=1, keepdims=True)
+        if np.isfinite(top).all():
+            logits -= top  # stable at tiny σ: the nearest level keeps mass
+            probs = np.exp(logits)
+            return probs / probs.sum(axis=1, keepdims=True)
+    return _band_probs_scaled(np.abs(u_child[None, :] - g[:, None]), sigma)
+
+
+def _band_probs_scaled(distance: np.ndarray, sigma: float) -> np.ndarray:
+    """``band_probs`` from distances ``|u_j − g|`` ``(M, L)`` without forming σ² or d²/σ²:
+    logit_j = −½ · (d_j − d_min)/σ · (d_j + d_min)/σ = −(d_j² − d_min²)/(2σ²), 0 at the nearest."""
+    nearest = distance.min(axis=1, keepdims=True)  # (M, 1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        gap = (distance - nearest) / sigma  # ≥ 0; inf where σ is tiny
+        span = (distance + nearest) / sigma
+        logits = np.where(gap == 0, 0.0, -0.5 * gap * span)  # (M, L), −inf = no mass
     probs = np.exp(logits)
     return probs / probs.sum(axis=1, keepdims=True)
 
@@ -398,11 +450,15 @@ class Function:
     sigma: float | None = None
     kind: str = "function"
 
-    def cpt(self, parents: Sequence[Concept], child: Concept, sigma: float) -> np.ndarray:
+    def centre(self, parents: Sequence[Concept], child: Concept) -> np.ndarray:
+        """Band centre g = u_child(f(parent values)) for every parent combination, ``(M,)``."""
         grid = _parent_grid([p.n_levels for p in parents])
         inputs = [p.values[idx] for p, idx in zip(parents, grid, strict=True)]
         target = np.asarray(FUNCTIONS[self.function](*inputs), dtype=np.float64)  # (M,)
-        return band_probs(child.physical_to_u(target), child.u, sigma)
+        return child.physical_to_u(target)
+
+    def cpt(self, parents: Sequence[Concept], child: Concept, sigma: float) -> np.ndarray:
+        return band_probs(self.centre(parents, child), child.u, sigma)
 
 
 Mechanism = Root | Band | Table | Function
@@ -514,9 +570,12 @@ class SCM:
     def _validate_mechanism(self, name: str) -> None:
         mech, child = self.mechanisms[name], self.concept(name)
         parents = [self.concept(p) for p in mech.parents]
-        m = int(np.prod([p.n_levels for p in parents])) if parents else 1
-        if m > MAX_JOINT_STATES:
-            raise ToybenchError(f"mechanism of {name!r}: {m} parent combinations is too many")
+        m = math.prod(p.n_levels for p in parents)  # Python int: no overflow
+        if m * child.n_levels > MAX_JOINT_STATES:
+            raise ToybenchError(
+                f"mechanism of {name!r}: its probability table would have {m:,} parent "
+                f"combinations × {child.n_levels:,} levels; at most {MAX_JOINT_STATES:,} entries"
+            )
         if mech.sigma is not None and not (mech.sigma > 0):
             raise ToybenchError(f"mechanism of {name!r}: sigma must be > 0, got {mech.sigma}")
         if isinstance(mech, Band):
@@ -528,11 +587,25 @@ class SCM:
                         f"mechanism of {name!r}: value table for {pname!r} must be a parent's "
                         f"table of {self.concept(pname).n_levels} numbers"
                     )
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = np.isfinite(mech.centre(parents)).all()
+            if not finite:
+                raise ToybenchError(
+                    f"mechanism of {name!r}: the band centre bias + Σ α·u overflows; use "
+                    "smaller weights and bias"
+                )
         if isinstance(mech, Function):
             get_function(mech.function)
             if child.kind != "ordinal":
                 raise ToybenchError(
                     f"mechanism of {name!r}: a function mechanism needs an ordinal child"
+                )
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = np.isfinite(mech.centre(parents, child)).all()
+            if not finite:
+                raise ToybenchError(
+                    f"mechanism of {name!r}: {mech.function}() of the parents' values is not "
+                    "finite for every parent combination"
                 )
         if isinstance(mech, (Root, Table)):
             cpt = mech.cpt(parents, child, 1.0)

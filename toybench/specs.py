@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from toybench.errors import ToybenchError
+from toybench.io import short_path
 from toybench.resources import shipped_specs
 from toybench.scm import (
     FUNCTIONS,
@@ -74,16 +75,46 @@ from toybench.scm import (
 
 _MISSING = object()
 
+#: Limits checked before any heavy work, so an absurd spec fails fast with a short message.
+MAX_SPEC_BYTES = 1 << 20  # a spec file (and each file it extends) is at most 1 MiB
+MAX_CONCEPTS = 64  # concepts (and so mechanisms) per spec; renderers take at most 6
+MAX_LEVELS = 10_000  # levels per concept
+#: Characters of user-given text (names, values) and of name lists shown in one message.
+SHOW_CHARS, LIST_CHARS = 60, 200
+
+
+def shown(value: Any, limit: int = SHOW_CHARS, *, quote: bool = True) -> str:
+    """``repr(value)`` (or ``str`` without ``quote``) for a message, cut to ``limit``
+    characters: user text can be megabytes long."""
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def listing(names: Iterable[Any], limit: int = LIST_CHARS) -> str:
+    """``a, b, c`` for a message; after ``limit`` characters the rest is ``… (N more)``."""
+    names = list(names)
+    parts: list[str] = []
+    used = 0
+    for k, raw in enumerate(names):
+        name = shown(raw, quote=False)
+        if used + len(name) > limit and parts:
+            return f"{', '.join(parts)}, … ({len(names) - k} more)"
+        parts.append(name)
+        used += len(name) + 2
+    return ", ".join(parts)
+
 
 # --------------------------------------------------------------------------------------------------
 # Strict TOML helpers (shared by every spec kind)
 # --------------------------------------------------------------------------------------------------
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, *, max_bytes: int = MAX_SPEC_BYTES) -> dict[str, Any]:
     """Parse a TOML file with ``tomllib``; unreadable or malformed files raise ``ToybenchError``.
 
     Parameters
     ----------
     path : str or Path
+    max_bytes : int
+        Larger files are refused before parsing (parsing tens of megabytes takes a minute).
 
     Returns
     -------
@@ -91,17 +122,25 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         The parsed document.
     """
     path = Path(path)
+    where = short_path(path)
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            raw = handle.read(max_bytes + 1)
     except FileNotFoundError:
-        raise ToybenchError(f"{path}: no such file") from None
+        raise ToybenchError(f"{where}: no such file") from None
     except OSError as err:
-        raise ToybenchError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise ToybenchError(f"{where}: cannot read ({err.strerror or err})") from None
+    if len(raw) > max_bytes:
+        raise ToybenchError(
+            f"{where}: too large for a spec file (over {max_bytes / 2**20:g} MiB; "
+            "the shipped specs are a few kB)"
+        )
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise ToybenchError(f"{path}: invalid TOML: {err}") from None
+        raise ToybenchError(f"{where}: invalid TOML: {err}") from None
     except UnicodeDecodeError:
-        raise ToybenchError(f"{path}: not a UTF-8 text file") from None
+        raise ToybenchError(f"{where}: not a UTF-8 text file") from None
 
 
 def check_keys(
@@ -129,8 +168,8 @@ def check_keys(
     for key in table:
         if key not in allowed:
             raise ToybenchError(
-                f"{where}: unknown key {key!r}; "
-                f"allowed: {', '.join(sorted(set(allowed))) or 'none'}"
+                f"{where}: unknown key {shown(key)}; "
+                f"allowed: {listing(sorted(set(allowed))) or 'none'}"
             )
     for key in required:
         if key not in table:
@@ -241,12 +280,22 @@ def resolve_spec_path(name_or_path: str | Path) -> tuple[str, Path]:
     if text in shipped:
         return text, shipped[text]
     path = Path(text)
-    if path.suffix == ".toml" or path.exists() or "/" in text or "\\" in text:
-        if not path.is_file():
-            raise ToybenchError(f"{path}: no such spec file")
+    try:
+        exists = path.exists()
+    except OSError:  # e.g. a name longer than the file system allows: not a file
+        exists = False
+    if path.suffix == ".toml" or exists or "/" in text or "\\" in text:
+        try:
+            is_file = path.is_file()
+        except OSError as err:
+            raise ToybenchError(
+                f"{short_path(path)}: not a readable spec file ({err.strerror or err})"
+            ) from None
+        if not is_file:
+            raise ToybenchError(f"{short_path(path)}: no such spec file")
         return path.stem, path
     raise ToybenchError(
-        f"unknown generator {text!r}; valid: {', '.join(sorted(shipped))} "
+        f"unknown generator {shown(text)}; valid: {', '.join(sorted(shipped))} "
         "(or a path to a .toml spec)"
     )
 
@@ -292,8 +341,8 @@ def resolve_extends(
             base_path = path.parent / base_ref
         else:
             raise ToybenchError(
-                f"{where}: extends = {base_ref!r} is neither a shipped {kind.rstrip('s')} "
-                f"({', '.join(sorted(shipped))}) nor a file next to the spec"
+                f"{where}: extends = {shown(base_ref)} is neither a shipped "
+                f"{kind.rstrip('s')} ({', '.join(sorted(shipped))}) nor a file next to the spec"
             )
         base_where = _display(base_path, kind)
         if base_where in chain:
@@ -329,7 +378,7 @@ def _display(path: Path, kind: str = "generators") -> str:
     shipped = shipped_specs(kind)
     if shipped.get(path.stem) == path:
         return f"{kind}/{path.name}"
-    return str(path)
+    return short_path(path)
 
 
 def load_generator(name_or_path: str | Path) -> Generator:
@@ -364,7 +413,7 @@ def build_generator(name: str, spec: Mapping[str, Any], where: str) -> Generator
     renderer_name = take(spec, "renderer", str, where)
     if renderer_name not in RENDERERS:
         raise ToybenchError(
-            f"{where}: unknown renderer {renderer_name!r}; valid: {', '.join(RENDERERS)}"
+            f"{where}: unknown renderer {shown(renderer_name)}; valid: {', '.join(RENDERERS)}"
         )
     renderer = RENDERERS[renderer_name]
     render = take(spec, "render", dict, where, {})
@@ -377,6 +426,15 @@ def build_generator(name: str, spec: Mapping[str, Any], where: str) -> Generator
         )
 
     concept_tables = take(spec, "concepts", dict, where)
+    mechanism_tables = take(spec, "mechanisms", dict, where, {})
+    for key, tables in (("concepts", concept_tables), ("mechanisms", mechanism_tables)):
+        if len(tables) > MAX_CONCEPTS:  # before any per-concept work
+            raise ToybenchError(
+                f"{where}: {len(tables):,} [{key}.*] tables; a spec has at most {MAX_CONCEPTS} "
+                f"(renderer {renderer_name!r} takes {len(renderer.inputs)}: "
+                f"{', '.join(renderer.inputs)})"
+            )
+    _match_renderer_inputs(tuple(concept_tables), renderer, where)
     concepts = tuple(
         _concept(cname, table, f"{where} [concepts.{cname}]")
         for cname, table in concept_tables.items()
@@ -384,12 +442,13 @@ def build_generator(name: str, spec: Mapping[str, Any], where: str) -> Generator
     _match_renderer(concepts, renderer, where)
     names = tuple(c.name for c in concepts)
 
-    mechanism_tables = take(spec, "mechanisms", dict, where, {})
     mechanisms = {}
     for child, table in mechanism_tables.items():
-        mwhere = f"{where} [mechanisms.{child}]"
+        mwhere = f"{where} [mechanisms.{shown(child, quote=False)}]"
         if child not in names:
-            raise ToybenchError(f"{mwhere}: unknown concept {child!r}; known: {', '.join(names)}")
+            raise ToybenchError(
+                f"{mwhere}: unknown concept {shown(child)}; known: {listing(names)}"
+            )
         mechanisms[child] = _mechanism(table, names, mwhere)
     try:
         scm = SCM(concepts, mechanisms)
@@ -411,7 +470,7 @@ def _concept(name: str, table: Any, where: str) -> Concept:
         raise ToybenchError(f"{where}: expected a table, got {_type_name(table)}")
     kind = take(table, "kind", str, where)
     if kind not in KINDS:
-        raise ToybenchError(f"{where}: kind {kind!r}; allowed: {', '.join(KINDS)}")
+        raise ToybenchError(f"{where}: kind {shown(kind)}; allowed: {', '.join(KINDS)}")
     check_keys(table, where, required=("kind", "doc"), optional=CONCEPT_KEYS[kind])
     doc = take(table, "doc", str, where).strip()
     if not doc:
@@ -420,6 +479,7 @@ def _concept(name: str, table: Any, where: str) -> Concept:
         levels = take(table, "levels", list, where)
         if not levels:
             raise ToybenchError(f"{where}: 'levels' is empty; give at least 2 level names")
+        _check_level_count(len(levels), "levels", where)
         if not all(isinstance(v, str) for v in levels):
             raise ToybenchError(f"{where}: 'levels' must be an array of strings")
         u = _numbers(table, "u", where, default=None)
@@ -433,16 +493,34 @@ def _concept(name: str, table: Any, where: str) -> Concept:
         values = _numbers(table, "values", where)
         if values.size == 0:
             raise ToybenchError(f"{where}: 'values' is empty; give at least 2 levels")
+        _check_level_count(values.size, "values", where)
     else:
         spec = take(table, "linspace", list, where)
         if (
             len(spec) != 3
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)
+            or not all(math.isfinite(v) for v in spec)
             or not float(spec[2]).is_integer()
         ):
-            raise ToybenchError(f"{where}: 'linspace' must be [start, stop, number of levels]")
-        values = np.linspace(float(spec[0]), float(spec[1]), int(spec[2]))
+            raise ToybenchError(
+                f"{where}: 'linspace' must be [start, stop, number of levels] (finite numbers, "
+                "a whole number of levels)"
+            )
+        count = int(spec[2])
+        if count < 2:
+            raise ToybenchError(
+                f"{where}: 'linspace' has {count} levels; give at least 2 levels"
+            )
+        _check_level_count(count, "linspace", where)
+        values = np.linspace(float(spec[0]), float(spec[1]), count)
     return _wrap(where, Concept.ordinal, name, values, doc)
+
+
+def _check_level_count(count: int, key: str, where: str) -> None:
+    if count > MAX_LEVELS:
+        raise ToybenchError(
+            f"{where}: {key!r} gives {count:,} levels; a concept has at most {MAX_LEVELS:,}"
+        )
 
 
 def _wrap(where: str, build, *args):
@@ -456,7 +534,7 @@ def _wrap(where: str, build, *args):
 def _mechanism(table: Any, names: tuple[str, ...], where: str):
     kind = take(table, "type", str, where) if isinstance(table, Mapping) else None
     if kind not in MECHANISM_KEYS:
-        raise ToybenchError(f"{where}: type {kind!r}; allowed: {', '.join(MECHANISM_KEYS)}")
+        raise ToybenchError(f"{where}: type {shown(kind)}; allowed: {', '.join(MECHANISM_KEYS)}")
     check_keys(
         table,
         where,
@@ -469,10 +547,12 @@ def _mechanism(table: Any, names: tuple[str, ...], where: str):
     parents = take(table, "parents", list, where)
     if not parents or not all(isinstance(p, str) for p in parents):
         raise ToybenchError(f"{where}: 'parents' must be a non-empty array of concept names")
+    if len(set(parents)) != len(parents):
+        raise ToybenchError(f"{where}: 'parents' names a concept twice")
     for parent in parents:
         if parent not in names:
             raise ToybenchError(
-                f"{where}: unknown concept {parent!r} in 'parents'; known: {', '.join(names)}"
+                f"{where}: unknown concept {shown(parent)} in 'parents'; known: {listing(names)}"
             )
     parents = tuple(parents)
     sigma = take(table, "sigma", (float, str), where, None)
@@ -507,14 +587,14 @@ def _mechanism(table: Any, names: tuple[str, ...], where: str):
     function = take(table, "function", str, where)
     if function not in FUNCTIONS:
         raise ToybenchError(
-            f"{where}: unknown function {function!r}; valid: {', '.join(FUNCTIONS)}"
+            f"{where}: unknown function {shown(function)}; valid: {', '.join(FUNCTIONS)}"
         )
     return Function(parents, function, sigma)
 
 
-def _match_renderer(concepts: tuple[Concept, ...], renderer, where: str) -> None:
-    """Concept names must equal the renderer's inputs; categorical levels its categories."""
-    names = [c.name for c in concepts]
+def _match_renderer_inputs(names: tuple[str, ...], renderer, where: str) -> None:
+    """Concept names must equal the renderer's inputs (checked before the concepts are built,
+    so every later message names a known, short concept)."""
     missing = [i for i in renderer.inputs if i not in names]
     extra = [n for n in names if n not in renderer.inputs]
     if missing or extra:
@@ -522,8 +602,12 @@ def _match_renderer(concepts: tuple[Concept, ...], renderer, where: str) -> None
             f"{where}: concepts must be exactly the inputs of renderer {renderer.name!r} "
             f"({', '.join(renderer.inputs)})"
             + (f"; missing: {', '.join(missing)}" if missing else "")
-            + (f"; unknown: {', '.join(extra)}" if extra else "")
+            + (f"; unknown: {listing(extra)}" if extra else "")
         )
+
+
+def _match_renderer(concepts: tuple[Concept, ...], renderer, where: str) -> None:
+    """Categorical levels must equal the renderer's categories, in order."""
     for concept in concepts:
         cats = renderer.categories.get(concept.name)
         cwhere = f"{where} [concepts.{concept.name}]"

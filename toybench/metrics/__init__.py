@@ -4,7 +4,9 @@
 Definitions and data use follow disentanglement_lib (Locatello et al. 2019,
 https://arxiv.org/abs/1811.12359) exactly, except where its code is wrong (each deviation is
 documented where it happens). Where a score needs train and test rows, the first ⌈0.8 n⌉ rows
-are train and the rest test, in the given order.
+are train and the rest test, in the given order (shuffle ordered data first). As in
+disentanglement_lib, MIG uses every row (it has no test set), modularity the train rows (its
+test rows serve explicitness), DCI, SAP and explicitness fit on train and score both.
 
 ``METRICS`` maps a name to a function ``(codes, factors) -> float | NamedTuple``; `score` runs
 the standard set and returns a flat ``dict[str, float]``. Importing this package loads neither
