@@ -38,7 +38,7 @@ _DATA_HELP = "generator: a shipped name (see `toybench list`) or a path to your 
 _CORR_HELP = "correlation width σ > 0 (smaller = stronger); 'inf' = independent factors"
 
 
-@main.command()
+@main.command(short_help="Draw a data set and save it as an .npz.")
 @click.option("--data", required=True, help=_DATA_HELP)
 @click.option("--corr", default="inf", show_default=True, help=_CORR_HELP)
 @click.option("-n", "n", type=int, default=1000, show_default=True, help="number of samples")
@@ -54,14 +54,18 @@ def generate(data: str, corr: str, n: int, seed: int, split: str, out: str) -> N
         click.echo(f"wrote {generate_npz(data, corr=corr, n=n, seed=seed, out=out, split=split)}")
 
 
-@main.command()
+@main.command(short_help="Draw samples, the DAG and the data card.")
 @click.option("--data", required=True, help=_DATA_HELP)
 @click.option("--corr", default="inf", show_default=True, help=_CORR_HELP)
 @click.option("-n", "n", type=int, default=32, show_default=True, help="number of samples shown")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (≥ 0)")
 @click.option("-o", "--out", required=True, help="output figure (.png, .pdf or .svg)")
 def show(data: str, corr: str, n: int, seed: int, out: str) -> None:
-    """Contact sheet: samples, the DAG and the realized correlations next to σ."""
+    """Contact sheet: samples, the DAG and the data card at σ.
+
+    The card's realized Pearson ρ, Spearman ρ and mutual information of every concept pair are
+    drawn as heatmaps; the DAG's edges carry their Pearson ρ and MI.
+    """
     from toybench.data import show as show_sheet
 
     with _UserErrors():
@@ -102,7 +106,7 @@ LIST_SECTIONS = {
 }
 
 
-@main.command(name="list")
+@main.command(name="list", short_help="List generators, baselines and metrics.")
 def list_() -> None:
     """List the shipped generators, baselines and metrics, one line each."""
     with _UserErrors():
@@ -114,7 +118,7 @@ def list_() -> None:
                 click.echo(f"  {name:<{width}} {line}")
 
 
-@main.command(name="run")
+@main.command(name="run", short_help="Train and score a baseline; write a run folder.")
 @click.option("--model", required=True,
               help="baseline: a shipped name (see `toybench list`) or a path to a .toml")
 @click.option("--data", default="toy-causal", show_default=True, help=_DATA_HELP)
@@ -123,7 +127,11 @@ def list_() -> None:
 @click.option("--protocol", default="standard", show_default=True,
               help="quick | standard (protocols of the baseline file)")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="override a config field, e.g. --set train.lr=3e-4 --set model.beta=8")
+              help="override a config field: section.field=value with section model, train or "
+                   "eval, e.g. --set train.lr=3e-4 --set model.beta=8 (repeatable). The fields "
+                   "are the keys of the baseline's .toml (baselines/*.toml) and are listed in "
+                   "docs/architecture.md (Baselines and training; Models); an unknown key's "
+                   "error names the valid ones")
 @click.option("--out", default="runs", show_default=True, help="parent folder of run folders")
 @click.option("--resume", is_flag=True, help="continue an unfinished run from ckpt/last.pt")
 @click.option("--force", is_flag=True, help="delete an existing run folder and start over")
@@ -160,7 +168,7 @@ def encode_command(run_dir: str, data: str | None, corr: str | None, n: int | No
         click.echo(f"wrote {path}")
 
 
-@main.command(name="score")
+@main.command(name="score", short_help="Score the codes in an .npz: DCI, MIG, SAP, etc.")
 @click.argument("codes_npz", metavar="CODES.npz")
 @click.option("--json", "json_out", default=None, help="also write the scores as flat JSON here")
 @click.option("--dci-backend", type=click.Choice(["fast", "reference"]), default="fast",

@@ -350,10 +350,13 @@ def generate(
 def show(
     data: str, *, corr: float | str, out: str | os.PathLike, n: int = 32, seed: int = 0
 ) -> Path:
-    """A contact sheet: a grid of samples, the DAG, and the realized Pearson ρ heatmap at σ.
+    """A contact sheet: samples, the DAG and the data card's realized dependence at σ.
 
-    Drawn with matplotlib's Agg canvas (no display, no global pyplot state); the format follows
-    the file suffix (png, pdf or svg).
+    Top row: a grid of ``n`` training-split samples and the causal graph (edges labelled with
+    their realized Pearson ρ and mutual information). Bottom row: heatmaps of the card's Pearson ρ,
+    Spearman ρ and mutual information (nats) of every concept pair. Drawn with matplotlib's Agg
+    canvas (no display, no global pyplot state); the format follows the file suffix (png, pdf or
+    svg).
     """
     fmt = Path(out).suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
@@ -362,23 +365,44 @@ def show(
         )
     gen = _resolve(data)
     dataset = make_split(gen, "train", corr=corr, n=n, seed=seed, cache=False)
+    buffer = io.BytesIO()
+    contact_sheet(gen, dataset).savefig(buffer, format=fmt, dpi=110, bbox_inches="tight")
+    return atomic_write_bytes(out, buffer.getvalue())
 
+
+def contact_sheet(gen: Generator, dataset: Dataset):  # -> matplotlib.figure.Figure
+    """The figure of :func:`show` (a ``matplotlib.figure.Figure`` on an Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 5.2), layout="constrained")
+    k = len(gen.concept_names)
+    cell = max(0.55, 4.2 / k)  # heatmap cell (inches): text fits at 7-8 pt
+    fig = Figure(figsize=(max(16.0, 3 * (k * cell + 2.4)), 5.4 + k * cell + 1.6),
+                 layout="constrained")
     FigureCanvasAgg(fig)
-    ax_img, ax_dag, ax_heat = fig.subplots(1, 3, width_ratios=[1.3, 1.0, 1.0])
+    top, bottom = fig.subfigures(2, 1, height_ratios=[5.4, k * cell + 1.6])
+    ax_img, ax_dag = top.subplots(1, 2, width_ratios=[1.3, 1.0])
     _draw_samples(ax_img, dataset.images)
     _draw_dag(ax_dag, gen, dataset.card)
-    _draw_heatmap(fig, ax_heat, gen, dataset.card)
+    for ax, stat in zip(bottom.subplots(1, 3), CARD_STATISTICS, strict=True):
+        _draw_heatmap(bottom, ax, gen, dataset.card, stat)
+    card = dataset.card
+    source = ("exact, from the enumerated joint" if card["source"] == "exact"
+              else f"empirical, from {card['n']} samples")
     fig.suptitle(
-        f"{gen.name} at σ = {corr_label(dataset.corr)}: {gen.description.splitlines()[0]}",
-        fontsize=10,
+        f"{gen.name} at σ = {corr_label(dataset.corr)}: {gen.description.splitlines()[0]}\n"
+        f"bottom: the data card's realized dependence of every concept pair ({source})",
+        fontsize=11,
     )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=110)
-    return atomic_write_bytes(out, buffer.getvalue())
+    return fig
+
+
+#: The data card's pair statistics drawn by ``show``: key -> (title, colour map, range).
+CARD_STATISTICS = {
+    "pearson": ("realized Pearson ρ", "coolwarm", (-1.0, 1.0)),
+    "spearman": ("realized Spearman ρ", "coolwarm", (-1.0, 1.0)),
+    "mi": ("realized mutual information (nats)", "viridis", None),
+}
 
 
 def _draw_samples(ax, images: np.ndarray) -> None:
@@ -398,7 +422,7 @@ def _draw_samples(ax, images: np.ndarray) -> None:
         vmax=255,
         interpolation="nearest",
     )
-    ax.set_title(f"{n} samples", fontsize=9)
+    ax.set_title(f"{n} samples (train split)", fontsize=10)
     ax.axis("off")
 
 
@@ -408,59 +432,78 @@ def _draw_dag(ax, gen: Generator, card: dict) -> None:
     for depth, layer in enumerate(layers):
         for k, name in enumerate(layer):
             pos[name] = (depth, (len(layer) - 1) / 2 - k)
-    edge_rho = {(e["parent"], e["child"]): e["pearson"] for e in card["edges"]}
-    for parent, child in gen.dag.edges:
+    edge_stats = {(e["parent"], e["child"]): e for e in card["edges"]}
+    # Nodes first: each arrow is clipped to its two nodes' boxes, drawn before it.
+    boxes = {
+        name: ax.text(x, y, name, ha="center", va="center", fontsize=9,
+                      bbox={"boxstyle": "round", "fc": "white", "ec": "0.4"})
+        for name, (x, y) in pos.items()
+    }
+    for e, (parent, child) in enumerate(gen.dag.edges):
         (x0, y0), (x1, y1) = pos[parent], pos[child]
+        colour = f"C{e % 10}"  # an edge and its label share a colour: crossing edges stay apart
         ax.annotate(
             "",
             xy=(x1, y1),
             xytext=(x0, y0),
             arrowprops={
                 "arrowstyle": "-|>",
-                "color": "0.3",
-                "shrinkA": 18,
-                "shrinkB": 18,
+                "color": colour,
+                "patchA": boxes[parent].get_bbox_patch(),
+                "patchB": boxes[child].get_bbox_patch(),
+                "shrinkA": 2,
+                "shrinkB": 2,
                 "connectionstyle": "arc3,rad=0.12",
             },
         )
+        stats = edge_stats[(parent, child)]
         ax.text(
             x0 + (x1 - x0) / 3,  # a third of the way: crossing edges keep their labels apart
             y0 + (y1 - y0) / 3 + 0.08,
-            f"ρ={edge_rho[(parent, child)]:.2f}",
-            fontsize=7,
-            ha="center",
-            color="tab:red",
-        )
-    for name, (x, y) in pos.items():
-        ax.text(
-            x,
-            y,
-            name,
-            ha="center",
-            va="center",
+            f"ρ={stats['pearson']:.2f}, MI={stats['mi']:.2f}",
             fontsize=8,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.4"},
+            ha="center",
+            color=colour,
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"},
+            zorder=5,  # above the arrows it may cross
         )
     ax.set_xlim(-0.6, len(layers) - 0.4)
     span = max(len(layer) for layer in layers)
     ax.set_ylim(-span / 2 - 0.1, span / 2 + 0.1)
-    title = "causal graph" if gen.dag.edges else "causal graph: no edges (independent factors)"
-    ax.set_title(title, fontsize=9)
+    title = ("causal graph (edges: realized Pearson ρ, MI in nats)" if gen.dag.edges
+             else "causal graph: no edges (independent factors)")
+    ax.set_title(title, fontsize=10)
     ax.axis("off")
 
 
-def _draw_heatmap(fig, ax, gen: Generator, card: dict) -> None:
+def _draw_heatmap(fig, ax, gen: Generator, card: dict, stat: str = "pearson") -> None:
+    """Heatmap of one pair statistic of the card (``CARD_STATISTICS``) over all concepts.
+
+    The diagonal is 1 for the correlations and left blank for MI (a concept's MI with itself is
+    its entropy, not a dependence). Cell text is black or white by the cell's luminance.
+    """
+    from matplotlib import colormaps
+
+    from toybench.plots import text_colour
+
+    title, cmap, limits = CARD_STATISTICS[stat]
     names = list(gen.concept_names)
     k = len(names)
-    rho = np.eye(k)
+    values = np.eye(k) if limits is not None else np.full((k, k), np.nan)
     for pair in card["pairs"]:
         i, j = names.index(pair["a"]), names.index(pair["b"])
-        rho[i, j] = rho[j, i] = pair["pearson"]
-    image = ax.imshow(rho, cmap="coolwarm", vmin=-1, vmax=1)
+        values[i, j] = values[j, i] = pair[stat]
+    if limits is None:
+        limits = (0.0, max(float(np.nanmax(values, initial=0.0)), 1e-3))
+    image = ax.imshow(values, cmap=colormaps[cmap].with_extremes(bad="white"), vmin=limits[0],
+                      vmax=limits[1])
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{round(rho[i, j], 2) + 0.0:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(k), names, fontsize=8)
-    ax.set_title(f"realized Pearson ρ ({card['source']}), σ = {card['corr']}", fontsize=9)
+            if np.isnan(values[i, j]):
+                continue
+            ax.text(j, i, f"{round(values[i, j], 2) + 0.0:.2f}", ha="center", va="center",
+                    fontsize=8, color=text_colour(image.cmap(image.norm(values[i, j]))))
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.set_yticks(range(k), names, fontsize=9)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8)

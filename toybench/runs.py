@@ -740,41 +740,10 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
                 artefacts: Mapping[str, Any]) -> None:
-    """The run's figures (PNG): reconstructions, traversals, KL per unit, code histograms,
-    latent scatter by factor, DCI importance, perturbation matrix."""
-    from toybench import plots
-    from toybench.metrics.dci import importance_matrix
+    """The run's figures: ``toybench.plots.write_run_plots`` on the test split."""
+    from toybench.plots import write_run_plots
 
-    test = splits["test"]
-    codes = artefacts["codes"]["test"]
-    x = _float_batch(test.images[:16])
-    with torch.no_grad():
-        model.eval()
-        plots.save_image_tensor(plots.reconstruction_tensor(model, x),
-                                folder / "reconstructions.png",
-                                "test images (top) and reconstructions (bottom)")
-        plots.save_image_tensor(
-            plots.traversal_tensor(model, x[:1], torch.from_numpy(codes).float()),
-            folder / "traversals.png", "latent traversals (one row per code, 2-98th percentile)")
-    units = model.units() if hasattr(model, "units") else []
-    kl = artefacts.get("kl_per_unit")
-    if kl is not None:
-        plots.bar_per_unit(kl, units, folder / "kl_per_unit.png",
-                           "KL per unit on the test split", "KL (nats)")
-    else:  # PCA: no KL; show the variance of each code instead
-        plots.bar_per_unit(codes.var(axis=0), units, folder / "kl_per_unit.png",
-                           "variance per code (no KL: non-variational model)", "Var")
-    plots.code_histograms(codes, folder / "activation_histograms.png")
-    names = list(generator.concept_names)
-    plots.latent_scatter(codes, test.factors, names, folder / "latent_scatter.png")
-    importance, _, _ = importance_matrix(codes, test.factors)
-    plots.heatmap(importance, [f"z{j}" for j in range(codes.shape[1])], names,
-                  folder / "dci_importance.png", "DCI importance (codes x factors), test split")
-    code_names = [f"z{j}" for j in range(codes.shape[1])]
-    plots.heatmap(_perturbation(model, test), code_names, code_names,
-                  folder / "perturbation_matrix.png",
-                  "perturbation: mean squared change of code j after z_i + 1, decode, re-encode",
-                  cmap="magma")
+    write_run_plots(folder, model, generator, splits["test"], artefacts)
 
 
 def _perturbation(model, dataset, n: int = 500) -> np.ndarray:
