@@ -123,15 +123,16 @@ def list_() -> None:
               help="baseline: a shipped name (see `toybench list`) or a path to a .toml")
 @click.option("--data", default="toy-causal", show_default=True, help=_DATA_HELP)
 @click.option("--corr", default="inf", show_default=True, help=_CORR_HELP)
-@click.option("--seed", type=int, default=0, show_default=True, help="random seed (≥ 0)")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="run seed in [0, 2**32 - 1]: data, weights, batches, noise, evaluation")
 @click.option("--protocol", default="standard", show_default=True,
-              help="quick | standard (protocols of the baseline file)")
+              help="quick (CI smoke test) | standard (the leaderboard protocol); defined in "
+                   "baselines/protocols.toml, a baseline file may add its own")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a config field: section.field=value with section model, train or "
-                   "eval, e.g. --set train.lr=3e-4 --set model.beta=8 (repeatable). The fields "
-                   "are the keys of the baseline's .toml (baselines/*.toml) and are listed in "
-                   "docs/architecture.md (Baselines and training; Models); an unknown key's "
-                   "error names the valid ones")
+                   "eval, e.g. --set train.lr=3e-4 --set model.beta=8 (repeatable). Every key "
+                   "and its default: `toybench list` (settings); an unknown key's error names "
+                   "the valid ones")
 @click.option("--out", default="runs", show_default=True, help="parent folder of run folders")
 @click.option("--resume", is_flag=True, help="continue an unfinished run from ckpt/last.pt")
 @click.option("--force", is_flag=True, help="delete an existing run folder and start over")
