@@ -149,7 +149,7 @@ def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
             out=out, resume=resume, force=force, fp32=fp32, plots=not no_plots, echo=click.echo)
 
 
-@main.command(name="encode")
+@main.command(name="encode", short_help="Encode a split with a finished run's model.")
 @click.argument("run_dir", metavar="RUN_DIR")
 @click.option("--data", default=None, help="generator to encode (default: the run's own)")
 @click.option("--corr", default=None, help="σ of the data (default: the run's own)")
