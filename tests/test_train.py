@@ -636,24 +636,6 @@ def test_max_seed_is_where_the_pca_reference_stops():
     batch_indices(96, 16, 10**6, MAX_SEED)  # the batch-order seed stays below 2**64
 
 
-@pytest.mark.slow
-def test_a_run_at_max_seed_works_end_to_end(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from toybench.cli import main
-
-    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path / "data"))
-    tiny = ("train.steps=3", "train.batch_size=32", "train.n_train=256", "train.n_test=200",
-            "eval.factor_vae_train=20", "eval.factor_vae_eval=10",
-            "eval.factor_vae_variance=100", "eval.beta_vae_train=20", "eval.beta_vae_eval=10",
-            "eval.consistency_pairs=20", "eval.batch_size=8")
-    sets = [item for o in tiny for item in ("--set", o)]
-    result = CliRunner().invoke(main, ["run", "--model", "csvae", "--seed", str(MAX_SEED),
-                                       "--no-plots", "--out", str(tmp_path / "out"), *sets])
-    assert result.exit_code == 0, result.output
-    assert len(list((tmp_path / "out").glob(f"*-s{MAX_SEED}-*/metrics.json"))) == 1
-
-
 # --- memory estimates (fault 8) --------------------------------------------------------------
 
 
@@ -892,3 +874,33 @@ def test_ctrl_c_checkpoints_the_last_step_and_resumes_exactly(tmp_path, how):
 def test_ctrl_c_without_a_checkpoint_path_says_nothing_was_saved():
     with pytest.raises(TrainingInterrupted, match="interrupted at step 3/12; nothing saved"):
         train(_model(), _images(), _config(), seed=0, on_log=_interrupt_at(3))
+
+
+@pytest.mark.slow
+def test_cli_run_at_max_seed_then_resume_from_a_damaged_checkpoint(tmp_path, monkeypatch):
+    """End to end: the largest accepted seed runs through every stream (data, training,
+    scores); then a damaged checkpoint of that run is refused with one line on --resume."""
+    from click.testing import CliRunner
+
+    from toybench.cli import main
+
+    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path / "data"))
+    tiny = ("train.steps=2", "train.batch_size=32", "train.n_train=128", "train.n_test=100",
+            "eval.factor_vae_train=20", "eval.factor_vae_eval=10",
+            "eval.factor_vae_variance=100", "eval.beta_vae_train=20", "eval.beta_vae_eval=10",
+            "eval.consistency_pairs=20", "eval.batch_size=8")
+    args = ["run", "--model", "csvae", "--seed", str(MAX_SEED), "--no-plots", "--out",
+            str(tmp_path / "out"), *[item for o in tiny for item in ("--set", o)]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    [run_dir] = (tmp_path / "out").iterdir()
+    assert f"-s{MAX_SEED}-" in run_dir.name and (run_dir / "ckpt" / "last.pt").is_file()
+    (run_dir / "metrics.json").unlink()  # an unfinished run...
+    ckpt = run_dir / "ckpt" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["optimizer"]  # ...whose checkpoint lost its optimizer state
+    save_checkpoint(ckpt, state)
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no 'optimizer' entry" in lines[0] and str(ckpt) in lines[0]
