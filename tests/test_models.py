@@ -578,3 +578,37 @@ def test_config_variants_train(name, overrides):
     assert all(p.grad is not None for p in model.parameters())
     assert sorted(c for g in model.units() for c in g.columns) == list(range(model.n_codes))
     assert model.encode(x).shape == (8, model.n_codes)
+
+
+# --- config values: every bad value is one line at construction (helper "train", issue #11) ---
+
+BAD_MODEL_VALUES = [
+    ("vae", "latent_dim", 0), ("vae", "latent_dim", 2.5), ("vae", "latent_dim", True),
+    ("vae", "beta", math.nan), ("vae", "beta", -1.0), ("vae", "beta", math.inf),
+    ("vae", "tc_beta", math.nan), ("vae", "tc_beta", math.inf), ("vae", "dataset_size", 0),
+    ("vae", "sigma", math.nan), ("vae", "sigma", 0.0), ("vae", "variance_floor", math.inf),
+    ("vae", "variance_floor", -1e-3),
+    ("csvae", "unit_dim", 0), ("csvae", "style_dim", -1), ("csvae", "prior_hidden", 0),
+    ("csvae", "supervision_weight", math.nan), ("csvae", "supervision_weight", -1.0),
+    ("csvae", "beta", math.nan),
+    ("hvae", "latent_dims", (5, 0)), ("hvae", "latent_dims", (5,)), ("hvae", "latent_dims", 5),
+    ("hvae", "latent_dims", (3, True)), ("hvae", "ladder_hidden", 0),
+    ("hvae", "free_bits", math.nan), ("hvae", "free_bits", -0.1), ("hvae", "kl_balance", "yes"),
+    ("hvae", "beta", math.inf),
+    ("pca", "n_components", 0), ("pca", "n_components", 1.5),
+]
+
+
+@pytest.mark.parametrize(("family", "key", "value"), BAD_MODEL_VALUES)
+def test_model_configs_refuse_every_bad_value(family, key, value):
+    config_class, _ = MODELS[family]
+    with pytest.raises(ToybenchError, match=f"{family}.{key}") as info:
+        config_class(**{key: value})
+    assert "\n" not in str(info.value)
+
+
+def test_model_configs_accept_their_boundaries():
+    MODELS["vae"][0](beta=0.0, tc_beta=0.0, latent_dim=1, dataset_size=1)
+    MODELS["csvae"][0](style_dim=0, supervision_weight=0.0)
+    MODELS["hvae"][0](latent_dims=[1, 1], free_bits=0.0, kl_balance=False)
+    MODELS["pca"][0](n_components=1)

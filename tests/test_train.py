@@ -1,13 +1,18 @@
-"""Tests of the training loop: schedules, exact resume, NaN guard, atomic checkpoints, TensorBoard.
+"""Tests of the training loop: schedules, exact resume, NaN guard, atomic checkpoints, TensorBoard,
+config and checkpoint validation, seeds, memory estimates, progress lines and Ctrl-C.
 
 A tiny stand-in VAE (8×8 grey images, MLP, two latent layers) keeps each test well under a second.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import platform
+import re
+import signal
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,14 +25,24 @@ from toybench import io as tio
 from toybench.errors import ToybenchError
 from toybench.train import (
     CHECKPOINT_FORMAT,
+    MAX_SEED,
     NONFINITE_EXIT_CODE,
     TrainConfig,
     TrainingDiverged,
+    TrainingInterrupted,
     batch_indices,
+    check_resumable,
+    check_seed,
+    check_training_memory,
+    data_bytes,
     keep_freed_memory,
     kl_weight_at,
     load_checkpoint,
+    log_final_scores,
+    meta_model,
+    model_training_bytes,
     save_checkpoint,
+    score_tag,
     train,
 )
 
@@ -270,16 +285,21 @@ def test_checkpoint_loads_weights_only(tmp_path: Path):
     assert isinstance(state["torch_rng"], torch.Tensor)
 
 
+class _Killed(BaseException):
+    """Stands in for the process dying (SIGKILL, power loss): nothing of toybench's runs after."""
+
+
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch):
     ckpt = tmp_path / "ckpt" / "last.pt"
-    save_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "step": 5, "w": torch.ones(3)})
+    train(_model(), _images(), _config(steps=5), seed=0, ckpt_path=ckpt)
+    state = torch.load(ckpt, weights_only=True)
 
     def killed(_fd):
-        raise KeyboardInterrupt  # the process dies after the bytes, before the rename
+        raise _Killed  # the process dies after the bytes, before the rename
 
     monkeypatch.setattr(tio.os, "fsync", killed)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(ckpt, {"format": CHECKPOINT_FORMAT, "step": 10, "w": torch.zeros(3)})
+    with pytest.raises(_Killed):
+        save_checkpoint(ckpt, {**state, "step": 10})
     monkeypatch.undo()
     assert load_checkpoint(ckpt)["step"] == 5
     assert [p.name for p in ckpt.parent.iterdir()] == ["last.pt"]  # no temp file left
@@ -293,11 +313,11 @@ def test_kill_during_training_checkpoint_resumes_from_previous(tmp_path: Path, m
     def replace_then_die(src, dst):
         calls["n"] += 1
         if calls["n"] == 2:  # second checkpoint (step 10): die mid-write
-            raise KeyboardInterrupt
+            raise _Killed
         real_replace(src, dst)
 
     monkeypatch.setattr(tio.os, "replace", replace_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(_Killed):
         train(_model(), _images(), _config(), seed=0, ckpt_path=ckpt)
     monkeypatch.undo()
     assert load_checkpoint(ckpt)["step"] == 5
@@ -327,10 +347,13 @@ def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
     torch.save({"weights": torch.ones(2)}, foreign)
     with pytest.raises(ToybenchError, match="not a toybench checkpoint"):
         load_checkpoint(foreign)
-    old = tmp_path / "old.pt"
-    save_checkpoint(old, {"format": 1, "step": 1})  # an earlier layout
-    with pytest.raises(ToybenchError, match="has format 1; this toybench reads format 2"):
-        load_checkpoint(old)
+    for old_format in (1, 2):  # earlier layouts (2: no "seconds", no "meta", float-only rows)
+        old = tmp_path / f"old{old_format}.pt"
+        save_checkpoint(old, {"format": old_format, "step": 1})
+        with pytest.raises(ToybenchError, match=f"has format {old_format}; this toybench reads "
+                                                f"format {CHECKPOINT_FORMAT}"):
+            load_checkpoint(old)
+    assert CHECKPOINT_FORMAT == 3
 
 
 # --- supervision and logging -----------------------------------------------------------------
@@ -420,3 +443,465 @@ def test_diagnostics_are_requested_only_on_logged_steps(tmp_path: Path):
 def test_keep_freed_memory_is_accepted_by_glibc_and_idempotent():
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True
+
+
+# --- config values (fault 6) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key, value", [
+    ("lr", math.nan), ("lr", 0.0), ("lr", -1e-3), ("lr", math.inf),
+    ("adam_beta1", 1.5), ("adam_beta1", 1.0), ("adam_beta1", -0.1), ("adam_beta2", math.nan),
+    ("weight_decay", -1.0), ("weight_decay", math.inf),
+    ("grad_clip", math.nan), ("grad_clip", math.inf), ("grad_clip", -1.0),
+    ("recon_weight", math.nan), ("kl_weight", -1.0), ("kl_weight", math.inf),
+    ("supervised_fraction", 1.5), ("supervised_fraction", math.nan),
+    ("steps", 0), ("steps", 2.5), ("steps", True), ("batch_size", 0), ("n_train", 0),
+    ("n_test", 0), ("log_every", 0), ("hist_every", 0), ("checkpoint_every", 0),
+    ("nan_patience", 0), ("kl_cycle_steps", 0), ("kl_delay_steps", -1), ("kl_warmup_steps", -1),
+    ("lr", "fast"), ("kl_schedule", 3),
+])
+def test_train_config_refuses_every_bad_value(key, value):
+    with pytest.raises(ToybenchError, match=f"train.{key}") as info:
+        _config(**{key: value})
+    assert "\n" not in str(info.value)
+
+
+def test_train_config_refuses_a_cyclic_ramp_longer_than_its_period():
+    with pytest.raises(ToybenchError, match="kl_warmup_steps=8 is longer than .*kl_cycle_steps=4"):
+        _config(kl_schedule="cyclic", kl_warmup_steps=8, kl_cycle_steps=4)
+    _config(kl_schedule="linear", kl_warmup_steps=8, kl_cycle_steps=4)  # unused by linear
+
+
+def test_train_config_boundaries_and_int_floats():
+    cfg = _config(adam_beta1=0.0, adam_beta2=0.0, weight_decay=0, grad_clip=0, kl_weight=1,
+                  supervised_fraction=1, kl_delay_steps=0, kl_warmup_steps=0)
+    assert isinstance(cfg.kl_weight, float) and isinstance(cfg.grad_clip, float)
+    assert kl_weight_at(cfg, 0) == 1.0 and isinstance(kl_weight_at(cfg, 0), float)
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("train.lr=nan", "train.lr"), ("train.adam_beta1=1.5", "train.adam_beta1"),
+    ("train.grad_clip=nan", "train.grad_clip"), ("train.log_every=0", "train.log_every"),
+    ("model.latent_dim=0", "vae.latent_dim"), ("model.beta=nan", "vae.beta"),
+    ("model.sigma=inf", "vae.sigma"),
+])
+def test_cli_run_refuses_bad_values_before_writing_anything(tmp_path: Path, setting, key):
+    from click.testing import CliRunner
+
+    from toybench.cli import main
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "--model", "vae", "--protocol", "quick",
+                                       "--set", setting, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0], result.output
+    assert not out.exists()
+
+
+# --- checkpoint structure (fault 5) ----------------------------------------------------------
+
+
+def _good_checkpoint(tmp_path: Path) -> Path:
+    ckpt = tmp_path / "good.pt"
+    train(_model(), _images(), _config(), seed=0, ckpt_path=ckpt, stop_after=5)
+    return ckpt
+
+
+def _drop(key):
+    def edit(state):
+        del state[key]
+    return edit
+
+
+def _set(key, value):
+    def edit(state):
+        state[key] = value
+    return edit
+
+
+def _edit_model(state):
+    state["model"]["enc.1.weight"] = torch.zeros(3, 3)
+
+
+def _edit_optimizer_shape(state):
+    state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(2)
+
+
+def _edit_optimizer_lr(state):
+    state["optimizer"]["param_groups"][0]["lr"] = 1.0
+
+
+BROKEN = {
+    "no optimizer": (_drop("optimizer"), "no 'optimizer' entry"),
+    "no model": (_drop("model"), "no 'model' entry"),
+    "no seconds": (_drop("seconds"), "no 'seconds' entry"),
+    "step is a string": (_set("step", "5"), "'step' is not an integer"),
+    "wrong weight shape": (_edit_model, r"model entry 'enc.1.weight' is \(3, 3\)"),
+    "missing weight": (lambda s: s["model"].pop("dec.2.bias"), "'dec.2.bias' is missing"),
+    "extra weight": (lambda s: s["model"].update(extra=torch.ones(1)),
+                     "'extra' is not a parameter"),
+    "short torch rng": (_set("torch_rng", torch.zeros(10, dtype=torch.uint8)), "'torch_rng' is"),
+    "float noise rng": (_set("noise_rng", torch.zeros(5056)), "'noise_rng' is"),
+    "rng not a tensor": (_set("noise_rng", [1, 2]), "'noise_rng' is not a tensor"),
+    "history not a list": (_set("history", "rows"), "'history' is not a list"),
+    "history row of strings": (_set("history", [{"step": 1, "loss": "x"}]), "history row 0"),
+    "history row not a dict": (_set("history", [[1, 2]]), "history row 0"),
+    "optimizer moment shape": (_edit_optimizer_shape, "optimizer state 'exp_avg' of parameter 0"),
+    "optimizer without groups": (lambda s: s["optimizer"].pop("param_groups"), "param_groups"),
+    "optimizer lr": (_edit_optimizer_lr, "optimizer lr=1.0"),
+    "negative counter": (_set("nan_skipped", -1), "counters out of range"),
+    "nan seconds": (_set("seconds", math.nan), "'seconds' is nan"),
+    "meta not json": (_set("meta", "{oops"), "'meta' is not valid JSON"),
+    "meta a list": (_set("meta", "[1]"), "'meta' is not a JSON object"),
+    "config holds a tensor": (lambda s: s["config"].update(lr=torch.ones(2)),
+                              "'config' is not a dict of plain settings"),
+    "optimizer betas a tensor": (lambda s: s["optimizer"]["param_groups"][0].update(
+        betas=torch.ones(2)), "optimizer betas=a Tensor, the train config gives"),
+    "format a tensor": (_set("format", torch.ones(2)), "is not a toybench checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_structurally_wrong_checkpoint_is_one_line_before_the_model_is_touched(tmp_path, case):
+    edit, message = BROKEN[case]
+    state = torch.load(_good_checkpoint(tmp_path), weights_only=True)
+    edit(state)
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, state)
+    model = _model(seed=7)
+    before = _state(model)
+    with pytest.raises(ToybenchError, match=message) as info:
+        train(model, _images(), _config(), seed=0, ckpt_path=bad, resume=True)
+    assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ToybenchError, match=message):  # the same check, callable on its own
+        check_resumable(bad, _model(), _config(), 0)
+
+
+def test_check_resumable_accepts_a_good_checkpoint_and_checks_seed_and_config(tmp_path):
+    ckpt = _good_checkpoint(tmp_path)
+    state = check_resumable(ckpt, _model(seed=3), _config(), 0)
+    assert state["step"] == 5 and state["meta"] is None
+    with pytest.raises(ToybenchError, match="different train config or seed"):
+        check_resumable(ckpt, _model(), _config(), 1)
+    with pytest.raises(ToybenchError, match="seed must be"):
+        check_resumable(ckpt, _model(), _config(), -1)
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["steps"] = 4  # as if written by a 4-step run, yet at step 5
+    save_checkpoint(ckpt, state)
+    with pytest.raises(ToybenchError, match=r"step 5 > train.steps"):
+        check_resumable(ckpt, _model(), _config(steps=4), 0)
+
+
+def test_checkpoint_meta_round_trips_and_weights_only_loads(tmp_path):
+    ckpt = tmp_path / "last.pt"
+    meta = {"family": "vae", "model": {"latent_dim": 5}, "image_shape": [1, 8, 8],
+            "dag": [["a", "b"]], "concept_sizes": {"a": 3, "b": 2}}
+    train(_model(), _images(), _config(steps=3), seed=0, ckpt_path=ckpt, meta=meta)
+    assert load_checkpoint(ckpt)["meta"] == meta
+    raw = torch.load(ckpt, weights_only=True)
+    assert raw["format"] == CHECKPOINT_FORMAT and json.loads(raw["meta"]) == meta
+    with pytest.raises(TypeError, match="JSON"):
+        train(_model(), _images(), _config(steps=3), seed=0, meta={"x": object()})
+
+
+# --- seeds (fault 7) -------------------------------------------------------------------------
+
+
+def test_check_seed_bounds():
+    assert check_seed(0) == 0 and check_seed(MAX_SEED) == MAX_SEED == 2**32 - 1
+    assert check_seed(np.int64(5)) == 5 and type(check_seed(np.int64(5))) is int
+    for bad in (-1, MAX_SEED + 1, 35184372088832, 10**29, True, 1.5, "3"):
+        with pytest.raises(ToybenchError, match=r"seed must be an integer in 0\.\.4294967295"):
+            check_seed(bad)
+
+
+def test_train_refuses_a_huge_seed_before_writing_anything(tmp_path):
+    tb = tmp_path / "tb"
+    with pytest.raises(ToybenchError, match="seed must be"):
+        train(_model(), _images(), _config(steps=2), seed=35184372088832, tb_dir=tb,
+              ckpt_path=tmp_path / "ckpt" / "last.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_max_seed_is_where_the_pca_reference_stops():
+    """Seeds above MAX_SEED break a stream of the scores (scikit-learn's random_state)."""
+    from toybench.metrics.recon import pca_references
+
+    images = _images(n=20)
+    pca_references(images, {"test": images}, 2, seed=MAX_SEED)
+    with pytest.raises(ValueError):
+        pca_references(images, {"test": images}, 2, seed=MAX_SEED + 1)
+    batch_indices(96, 16, 10**6, MAX_SEED)  # the batch-order seed stays below 2**64
+
+
+# --- memory estimates (fault 8) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vae", "beta-tcvae", "csvae", "hvae", "pca"])
+def test_meta_model_counts_the_real_parameters(name):
+    from toybench.baselines import load_baseline
+    from toybench.models import build_model
+    from toybench.specs import load_generator
+
+    gen = load_generator("toy-causal")
+    baseline = load_baseline(name)
+    kwargs = {"image_shape": gen.image_shape, "dag": gen.dag,
+              "concept_sizes": {c.name: c.n_levels for c in gen.concepts}}
+    meta = meta_model(baseline.family, baseline.model, **kwargs)
+    real = build_model(baseline.family, baseline.model, **kwargs)
+    assert all(p.is_meta for p in meta.parameters())
+    assert model_training_bytes(meta) == model_training_bytes(real) > 0
+    check_training_memory(baseline.train, image_shape=gen.image_shape,
+                          n_factors=len(gen.concepts), model=meta)  # the shipped sizes fit
+
+
+def test_memory_check_refuses_huge_data_and_models_with_the_size():
+    from toybench.models.vae import VAEConfig
+
+    cfg = TrainConfig(n_train=10**12)
+    message = r"train.n_train=1000000000000 .* about 2\.8 PiB for the images \(3x32x32 uint8"
+    with pytest.raises(ToybenchError, match=message) as info:
+        check_training_memory(cfg, image_shape=(3, 32, 32), n_factors=6, memory=16 * 2**30)
+    assert "\n" not in str(info.value)
+    big = meta_model("vae", VAEConfig(latent_dim=10**8), image_shape=(3, 32, 32))
+    with pytest.raises(ToybenchError, match=r"the model has 77,000,\d{3},\d{3} parameters: "
+                                            r"about 1\.1 TiB"):
+        check_training_memory(TrainConfig(), image_shape=(3, 32, 32), n_factors=6, model=big,
+                              memory=16 * 2**30)
+    small = meta_model("vae", VAEConfig(), image_shape=(3, 32, 32))
+    check_training_memory(TrainConfig(), image_shape=(3, 32, 32), n_factors=6, model=small,
+                          memory=16 * 2**30)
+    with pytest.raises(ToybenchError, match="together"):
+        check_training_memory(TrainConfig(), image_shape=(3, 32, 32), n_factors=6, model=small,
+                              memory=model_training_bytes(small) + data_bytes(
+                                  TrainConfig(), (3, 32, 32), 6) - 1)
+
+
+# --- history.csv after a resume (fault 12) ---------------------------------------------------
+
+
+def _csv_without_seconds(path: Path) -> tuple[list[str], list[float]]:
+    import csv
+
+    rows = list(csv.reader(path.open()))
+    col = rows[0].index("seconds")
+    return ([",".join(r[:col] + r[col + 1:]) for r in rows],
+            [float(r[col]) for r in rows[1:]])
+
+
+def test_resumed_history_csv_is_identical_but_for_seconds(tmp_path):
+    from toybench.runs import write_history
+
+    cfg = _config(log_every=2)
+    full = train(_model(), _images(), cfg, seed=4)
+    write_history(tmp_path / "full.csv", full.history)
+    ckpt = tmp_path / "last.pt"
+    train(_model(), _images(), cfg, seed=4, ckpt_path=ckpt, stop_after=7)
+    saved_seconds = load_checkpoint(ckpt)["seconds"]
+    assert saved_seconds > 0
+    resumed = train(_model(), _images(), cfg, seed=4, ckpt_path=ckpt, resume=True)
+    write_history(tmp_path / "resumed.csv", resumed.history)
+    assert [type(r["step"]) for r in resumed.history] == [int] * len(full.history)
+    assert [type(r["nan_skipped"]) for r in resumed.history] == [int] * len(full.history)
+    lines, seconds = _csv_without_seconds(tmp_path / "resumed.csv")
+    assert lines == _csv_without_seconds(tmp_path / "full.csv")[0]
+    assert seconds == sorted(seconds)  # continues from the checkpoint's elapsed time
+    after = [r["seconds"] for r in resumed.history if r["step"] > 7]
+    assert after and min(after) >= saved_seconds
+
+
+# --- TensorBoard -----------------------------------------------------------------------------
+
+
+def _accumulator(tb: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb), size_guidance={"histograms": 0, "images": 0, "scalars": 0,
+                                                   "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_histograms_at_every_hist_every_and_the_last_step(tmp_path):
+    train(_model(), _images(), _config(steps=7, hist_every=3), seed=0, tb_dir=tmp_path)
+    assert [e.step for e in _accumulator(tmp_path).Histograms("posterior_mu/z1")] == [3, 6, 7]
+    train(_model(), _images(), _config(steps=4, hist_every=500), seed=0, tb_dir=tmp_path / "q")
+    assert [e.step for e in _accumulator(tmp_path / "q").Histograms("codes/all")] == [4]
+
+
+def test_resume_keeps_the_checkpoint_step_in_tensorboard_and_no_duplicates(tmp_path):
+    cfg = _config(hist_every=5)  # 12 steps, checkpoints at 5 and 10, every step logged
+    train(_model(), _images(), cfg, seed=0, tb_dir=tmp_path / "full")
+
+    def die_at_8(row):
+        if row["step"] == 8:
+            raise _Killed  # dies after logging step 8; the last checkpoint is step 5
+
+    ckpt, tb = tmp_path / "last.pt", tmp_path / "tb"
+    with pytest.raises(_Killed):
+        train(_model(), _images(), cfg, seed=0, ckpt_path=ckpt, tb_dir=tb, on_log=die_at_8)
+    assert load_checkpoint(ckpt)["step"] == 5
+    # A resume is a later process: its event file sorts after the first one only if its name's
+    # timestamp (whole seconds) is later; within one second the names' counters could misorder.
+    second = int(time.time())
+    while int(time.time()) == second:
+        time.sleep(0.05)
+    train(_model(), _images(), cfg, seed=0, ckpt_path=ckpt, tb_dir=tb, resume=True)
+    full, resumed = _accumulator(tmp_path / "full"), _accumulator(tb)
+    for tag in ("train/loss", "kl_layer/z2"):
+        steps = [e.step for e in resumed.Scalars(tag)]
+        assert steps == list(range(1, 13)), tag
+        assert [e.value for e in resumed.Scalars(tag)] == [e.value for e in full.Scalars(tag)]
+    assert [e.step for e in resumed.Histograms("posterior_mu/z1")] == [5, 10, 12]
+
+
+def test_log_final_scores_writes_scalars_and_hparams_into_the_run_folder(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    tb = tmp_path / "tb"
+    train(_model(), _images(), _config(steps=3), seed=0, tb_dir=tb)
+    metrics = {"test.dci.disentanglement": 0.25, "test_decorrelated.mig": 0.5,
+               "train.steps": 3, "test.recon.mse_vs_pca": None, "test.elbo": math.nan,
+               "flag": True, "note": "text"}
+    hparams = {"model": "vae", "corr": "0.2", "seed": 0, "train.lr": 3e-3, "fp32": False}
+    log_final_scores(tb, 3, metrics, hparams)
+    assert all(p.is_file() for p in tb.iterdir())  # no timestamped subfolder
+    acc = _accumulator(tb)
+    scalars = set(acc.Tags()["scalars"])
+    assert {"score/test/dci.disentanglement", "score/test_decorrelated/mig",
+            "score/train/steps", "train/loss"} <= scalars
+    assert not {"score/test/recon.mse_vs_pca", "score/test/elbo", "score/flag"} & scalars
+    [event] = acc.Scalars("score/test/dci.disentanglement")
+    assert event.step == 3 and event.value == 0.25
+    content = acc.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    assert {m.name.tag for m in experiment.experiment.metric_infos} == {
+        "score/test/dci.disentanglement", "score/test_decorrelated/mig", "score/train/steps"}
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["model"].string_value == "vae"
+    assert session.hparams["train.lr"].number_value == 3e-3
+    assert score_tag("test.dci.disentanglement") == "score/test/dci.disentanglement"
+    with pytest.raises(TypeError, match="hparams"):
+        log_final_scores(tb, 3, metrics, {"bad": [1]})
+
+
+# --- progress lines (echo) -------------------------------------------------------------------
+
+ECHO_LINE = re.compile(r"^train  step (\d+)/40  loss \S+  recon \S+  kl \S+  [\d.]+k? img/s  "
+                       r"elapsed \d+s  eta (\d+s|\?)$")
+
+
+def test_echo_prints_about_ten_lines_without_a_bar(tmp_path):
+    lines: list[str] = []
+    cfg = _config(steps=40, log_every=2)
+    train(_model(), _images(), cfg, seed=0, progress=False, echo=lines.append,
+          ckpt_path=tmp_path / "last.pt", stop_after=20)
+    assert all(ECHO_LINE.match(line) for line in lines), lines
+    assert [int(ECHO_LINE.match(line)[1]) for line in lines] == [4, 8, 12, 16, 20]
+    lines.clear()
+    train(_model(), _images(), cfg, seed=0, progress=False, echo=lines.append,
+          ckpt_path=tmp_path / "last.pt", resume=True)
+    assert lines[0] == f"train  resuming at step 20/40 from {tmp_path / 'last.pt'}"
+    assert [int(ECHO_LINE.match(line)[1]) for line in lines[1:]] == [24, 28, 32, 36, 40]
+
+
+def test_echo_is_silent_with_a_bar_or_by_default(capsys):
+    lines: list[str] = []
+    train(_model(), _images(), _config(steps=4), seed=0, progress=True, echo=lines.append)
+    assert lines == []
+    train(_model(), _images(), _config(steps=4), seed=0, progress=False)
+    assert capsys.readouterr().out == ""
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------------
+
+
+def _interrupt_at(step, how="raise"):
+    def on_log(row):
+        if row["step"] == step:
+            if how == "signal":
+                signal.raise_signal(signal.SIGINT)  # a real Ctrl-C: deferred to the step's end
+            else:
+                raise KeyboardInterrupt
+    return on_log
+
+
+class InterruptedVAE(TinyVAE):
+    """Ctrl-C inside the forward pass of one step, after it drew its noise."""
+
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step = at_step
+
+    def loss(self, x, step, *, generator=None, **kw):
+        out = super().loss(x, step, generator=generator, **kw)
+        if step == self.at_step:
+            self.at_step = None
+            raise KeyboardInterrupt
+        return out
+
+
+@pytest.mark.parametrize("how", ["raise", "signal", "mid-step"])
+def test_ctrl_c_checkpoints_the_last_step_and_resumes_exactly(tmp_path, how):
+    cfg = _config(log_every=1)
+    full_model = _model()
+    full = train(full_model, _images(), cfg, seed=2)
+    ckpt = tmp_path / "ckpt" / "last.pt"
+    if how == "mid-step":
+        torch.manual_seed(0)
+        model, on_log = InterruptedVAE(at_step=7), None  # the 8th step (index 7) is cut
+    else:
+        model, on_log = _model(), _interrupt_at(7, how)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(model, _images(), cfg, seed=2, ckpt_path=ckpt, on_log=on_log)
+    err = info.value
+    assert err.step == 7 and err.checkpoint == ckpt and err.exit_code == 130
+    assert isinstance(err, ToybenchError) and "\n" not in str(err)
+    assert str(err) == f"training interrupted at step 7/12; checkpoint saved to {ckpt}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert load_checkpoint(ckpt)["step"] == 7 and len(err.history) == 7
+    resumed_model = _model(seed=5)
+    resumed = train(resumed_model, _images(), cfg, seed=2, ckpt_path=ckpt, resume=True)
+    assert all(torch.equal(v, resumed_model.state_dict()[k])
+               for k, v in full_model.state_dict().items())
+    drop = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history]
+    assert drop == [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]
+
+
+def test_ctrl_c_without_a_checkpoint_path_says_nothing_was_saved():
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 3/12; nothing saved"):
+        train(_model(), _images(), _config(), seed=0, on_log=_interrupt_at(3))
+
+
+@pytest.mark.slow
+def test_cli_run_at_max_seed_then_resume_from_a_damaged_checkpoint(tmp_path, monkeypatch):
+    """End to end: the largest accepted seed runs through every stream (data, training,
+    scores); then a damaged checkpoint of that run is refused with one line on --resume."""
+    from click.testing import CliRunner
+
+    from toybench.cli import main
+
+    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path / "data"))
+    tiny = ("train.steps=2", "train.batch_size=32", "train.n_train=128", "train.n_test=100",
+            "eval.factor_vae_train=20", "eval.factor_vae_eval=10",
+            "eval.factor_vae_variance=100", "eval.beta_vae_train=20", "eval.beta_vae_eval=10",
+            "eval.consistency_pairs=20", "eval.batch_size=8")
+    args = ["run", "--model", "csvae", "--seed", str(MAX_SEED), "--no-plots", "--out",
+            str(tmp_path / "out"), *[item for o in tiny for item in ("--set", o)]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    [run_dir] = (tmp_path / "out").iterdir()
+    assert f"-s{MAX_SEED}-" in run_dir.name and (run_dir / "ckpt" / "last.pt").is_file()
+    (run_dir / "metrics.json").unlink()  # an unfinished run...
+    ckpt = run_dir / "ckpt" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["optimizer"]  # ...whose checkpoint lost its optimizer state
+    save_checkpoint(ckpt, state)
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no 'optimizer' entry" in lines[0] and str(ckpt) in lines[0]

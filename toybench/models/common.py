@@ -226,7 +226,8 @@ def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any fam
     require(config.arch in archs, f"{family}.arch={config.arch!r}; valid: {', '.join(archs)}")
     require(config.likelihood in LIKELIHOODS,
             f"{family}.likelihood={config.likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
-    require(config.sigma > 0, f"{family}.sigma must be > 0, got {config.sigma}")
-    require(config.variance_floor > 0,
-            f"{family}.variance_floor must be > 0, got {config.variance_floor}")
-    require(config.beta >= 0, f"{family}.beta must be >= 0, got {config.beta}")
+    from toybench.checks import check_real
+
+    check_real(config.sigma, f"{family}.sigma", above=0.0)
+    check_real(config.variance_floor, f"{family}.variance_floor", above=0.0)
+    check_real(config.beta, f"{family}.beta", minimum=0.0)

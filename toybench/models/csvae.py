@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toybench.checks import check_int, check_real
 from toybench.errors import ToybenchError
 from toybench.models.common import (
     LossOutput,
@@ -90,11 +91,10 @@ class CSVAEConfig:
 
     def __post_init__(self) -> None:
         check_decoder_fields("csvae", self)
-        require(self.unit_dim >= 1, f"csvae.unit_dim must be >= 1, got {self.unit_dim}")
-        require(self.style_dim >= 0, f"csvae.style_dim must be >= 0, got {self.style_dim}")
-        require(self.prior_hidden >= 1, f"csvae.prior_hidden must be >= 1, got {self.prior_hidden}")
-        require(self.supervision_weight >= 0,
-                f"csvae.supervision_weight must be >= 0, got {self.supervision_weight}")
+        check_int(self.unit_dim, "csvae.unit_dim", minimum=1)
+        check_int(self.style_dim, "csvae.style_dim", minimum=0)
+        check_int(self.prior_hidden, "csvae.prior_hidden", minimum=1)
+        check_real(self.supervision_weight, "csvae.supervision_weight", minimum=0.0)
 
 
 def precision_weighted(

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from toybench.checks import check_bool, check_int, check_real
 from toybench.models.common import (
     LOGVAR_MAX,
     LOGVAR_MIN,
@@ -88,13 +89,17 @@ class HVAEConfig:
 
     def __post_init__(self) -> None:
         check_decoder_fields("hvae", self)
+        require(isinstance(self.latent_dims, tuple | list),
+                f"hvae.latent_dims must be a list of 2 or 3 positive ints, got "
+                f"{self.latent_dims!r}")
         dims = tuple(self.latent_dims)
-        require(2 <= len(dims) <= 3 and all(isinstance(d, int) and d >= 1 for d in dims),
+        require(2 <= len(dims) <= 3 and all(isinstance(d, int) and not isinstance(d, bool)
+                                            and d >= 1 for d in dims),
                 f"hvae.latent_dims must be 2 or 3 positive ints, got {list(dims)}")
         object.__setattr__(self, "latent_dims", dims)
-        require(self.ladder_hidden >= 1,
-                f"hvae.ladder_hidden must be >= 1, got {self.ladder_hidden}")
-        require(self.free_bits >= 0, f"hvae.free_bits must be >= 0, got {self.free_bits}")
+        check_int(self.ladder_hidden, "hvae.ladder_hidden", minimum=1)
+        check_real(self.free_bits, "hvae.free_bits", minimum=0.0)
+        check_bool(self.kl_balance, "hvae.kl_balance")
 
 
 def _mlp(in_features: int, out_features: int) -> nn.Sequential:

@@ -23,6 +23,7 @@ import torch
 from sklearn.utils.extmath import randomized_svd
 from torch import Tensor, nn
 
+from toybench.checks import check_int
 from toybench.errors import ToybenchError
 from toybench.models.common import LossOutput, UnitGroup, require
 
@@ -43,7 +44,7 @@ class PCAConfig:
     n_components: int = 10
 
     def __post_init__(self) -> None:
-        require(self.n_components >= 1, f"pca.n_components must be >= 1, got {self.n_components}")
+        check_int(self.n_components, "pca.n_components", minimum=1)
 
 
 class PCA(nn.Module):

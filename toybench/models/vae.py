@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from toybench.checks import check_int, check_real
 from toybench.models.common import (
     LossOutput,
     UnitGroup,
@@ -32,7 +33,6 @@ from toybench.models.common import (
     gaussian_params,
     kl_standard_normal,
     log_normal,
-    require,
     sample_gaussian,
 )
 from toybench.models.likelihoods import Likelihood
@@ -75,9 +75,9 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         check_decoder_fields("vae", self)
-        require(self.latent_dim >= 1, f"vae.latent_dim must be >= 1, got {self.latent_dim}")
-        require(self.tc_beta >= 0, f"vae.tc_beta must be >= 0, got {self.tc_beta}")
-        require(self.dataset_size >= 1, f"vae.dataset_size must be >= 1, got {self.dataset_size}")
+        check_int(self.latent_dim, "vae.latent_dim", minimum=1)
+        check_real(self.tc_beta, "vae.tc_beta", minimum=0.0)
+        check_int(self.dataset_size, "vae.dataset_size", minimum=1)
 
 
 def total_correlation(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int) -> Tensor:
