@@ -52,7 +52,19 @@ from toybench.rundir import (
     load_baseline_for,
     load_generator_cached,
 )
-from toybench.train import TrainingDiverged, TrainResult, load_checkpoint, save_checkpoint, train
+from toybench.train import (
+    INTERRUPTED_EXIT_CODE,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainResult,
+    check_resumable,
+    check_training_memory,
+    load_weights,
+    log_final_scores,
+    meta_model,
+    save_fitted,
+    train,
+)
 
 PROTOCOLS = ("quick", "standard")
 SCHEMA_VERSION = 1  # of metrics.json's identity keys; bump when their meaning changes
@@ -182,26 +194,37 @@ def execute(
     if resume and force:
         raise ToybenchError("--resume and --force exclude each other")
     spec.check()  # every value resolved and validated before anything is written
+    baseline = load_baseline_for(spec)
+    generator = load_generator_cached(spec.generator)
+    meta = model_meta(baseline, generator)
+    family, model_config, build_args = _model_args(meta)
+    check_training_memory(baseline.train, image_shape=generator.image_shape,
+                          n_factors=len(generator.concepts),
+                          model=meta_model(family, model_config, **build_args))
     run_dir = RunDir.of(spec, out)
     if not force and run_dir.state() == "done":
         return _existing(run_dir, echo)
+    net = _build(meta, spec.seed)
+    resumable = net.trainable and run_dir.ckpt.exists()
     if force:
         run_dir.clear_check()
-    elif not resume and run_dir.ckpt.exists():
+    elif not resume and resumable:
         raise ToybenchError(f"{run_dir.path} has an unfinished run (ckpt/last.pt, no "
                             f"metrics.json); pass --resume to continue it or --force to start "
                             f"over")
-    if resume:
+    if resume and net.trainable:
         if not run_dir.ckpt.exists():
             raise ToybenchError(f"cannot resume: no checkpoint at {run_dir.ckpt}")
-        load_checkpoint(run_dir.ckpt)  # fail before claiming or drawing data if unreadable
+        # everything about the checkpoint is checked before claiming or drawing data
+        check_resumable(run_dir.ckpt, net, baseline.train, spec.seed)
     with run_dir.claim():
         if not force and run_dir.metrics.is_file():  # finished by another process meanwhile
             return _existing(run_dir, echo)
         if force:
             run_dir.clear()
         with _status_on_exit(run_dir, resume_command(spec, out), echo):
-            return _execute_claimed(spec, run_dir, resume=resume, plots=plots,
+            return _execute_claimed(spec, run_dir, baseline, generator, net, meta,
+                                    resume=resume and net.trainable, plots=plots,
                                     progress=progress, echo=echo)
 
 
@@ -226,13 +249,14 @@ def _status_on_exit(run_dir: RunDir, resume: str | None, echo: Callable[[str], N
     """Record a failure or an interruption in ``status.json`` (then re-raise it)."""
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TrainingInterrupted) as err:
+        line = _one_line(err) if isinstance(err, TrainingInterrupted) else "interrupted (Ctrl-C)"
         if resume is not None and run_dir.ckpt.exists():
-            run_dir.write_status("interrupted", exit_code=130, error="interrupted (Ctrl-C)",
+            run_dir.write_status("interrupted", exit_code=INTERRUPTED_EXIT_CODE, error=line,
                                  resume=resume)
-            echo(f"interrupted; resume with: {resume}")
+            echo(f"{line}; resume with: {resume}")
         else:
-            run_dir.write_status("failed", exit_code=130, error="interrupted (Ctrl-C)")
+            run_dir.write_status("failed", exit_code=INTERRUPTED_EXIT_CODE, error=line)
         raise
     except ToybenchError as err:
         run_dir.write_status("failed", exit_code=int(getattr(err, "exit_code", 1)),
@@ -264,14 +288,12 @@ class _Clock:
         return f"[{time.perf_counter() - self.start:6.1f} s]"
 
 
-def _execute_claimed(spec: RunSpec, run_dir: RunDir, *, resume: bool, plots: bool,
-                     progress: bool | None, echo: Callable[[str], None]) -> RunResult:
+def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, meta, *,
+                     resume: bool, plots: bool, progress: bool | None,
+                     echo: Callable[[str], None]) -> RunResult:
     from toybench.data import make_split
-    from toybench.models import build_model
 
     clock = _Clock()
-    baseline = load_baseline_for(spec)
-    generator = load_generator_cached(spec.generator)
     config = spec.config
     atomic_write_json(run_dir.config, config)
     run_dir.write_status("running", spec=spec.as_dict())
@@ -291,25 +313,21 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, *, resume: bool, plots: boo
          + f" images of {shape} in {timings['data_seconds']:.1f} s")
 
     t = time.perf_counter()
-    meta = model_meta(baseline, generator)
-    net = _build(meta, spec.seed, build_model)
     result = TrainResult()
     if net.trainable:
-        echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
-             + (f", resuming from {run_dir.ckpt}" if resume else ""))
+        echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}")
         try:
             result = train(net, splits["train"].images, cfg, seed=spec.seed,
                            factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
                            resume=resume, tb_dir=run_dir.tb, progress=progress, meta=meta,
                            echo=lambda line: echo(f"{clock} {line}"))
-        except TrainingDiverged as err:
+        except (TrainingDiverged, TrainingInterrupted) as err:
             write_history(run_dir.history, err.history)
             raise
     else:
         net.fit(torch.from_numpy(splits["train"].images).float().div_(255.0))
         net.eval()
-        save_checkpoint(run_dir.ckpt, {"format": _ckpt_format(), "step": 0, "seed": spec.seed,
-                                       "model": net.state_dict(), "meta": _meta_text(meta)})
+        save_fitted(run_dir.ckpt, net, seed=spec.seed, meta=meta)
     timings["train_seconds"] = time.perf_counter() - t
     timings["images_per_second"] = result.images_per_second
     write_history(run_dir.history, result.history)
@@ -335,6 +353,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, *, resume: bool, plots: boo
 
     metrics = {k: json_number(v) for k, v in sorted(metrics.items())}
     metrics = {**run_identity(spec, config), **metrics}
+    log_final_scores(run_dir.tb, result.steps_done, metrics, _hparams(spec, config))
     atomic_write_json(run_dir.env, environment(timings))
     atomic_write_json(run_dir.metrics, metrics)
     run_dir.write_status("done", exit_code=0,
@@ -391,28 +410,41 @@ def model_meta(baseline, generator) -> dict[str, Any]:
     }
 
 
-def _build(meta: Mapping[str, Any], seed: int, build_model) -> torch.nn.Module:
+def _model_args(meta: Mapping[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """``(family, model config, build_model keywords)`` from a checkpoint's ``meta``."""
     from toybench.baselines import build_config
     from toybench.models import MODELS
     from toybench.scm import DAG
 
     family = meta["family"]
-    model_config = build_config(MODELS[family][0], meta["model_config"], "model")
+    model_config = build_config(MODELS[family].config, meta["model_config"], "model")
     dag = DAG(tuple(meta["concepts"]), tuple(tuple(e) for e in meta["dag_edges"]))
+    return family, model_config, {"image_shape": tuple(meta["image_shape"]), "dag": dag,
+                                  "concept_sizes": dict(meta["concept_sizes"])}
+
+
+def _build(meta: Mapping[str, Any], seed: int) -> torch.nn.Module:
+    """The model of ``meta`` with the seed's initial weights."""
+    from toybench.models import build_model
+
+    family, model_config, kwargs = _model_args(meta)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds.torch_seed(seed, "init"))  # initial weights follow the seed
-        return build_model(family, model_config, image_shape=tuple(meta["image_shape"]),
-                           dag=dag, concept_sizes=dict(meta["concept_sizes"]))
+        return build_model(family, model_config, **kwargs)
 
 
-def _meta_text(meta: Mapping[str, Any]) -> str:
-    return json.dumps(meta, sort_keys=True)
-
-
-def _ckpt_format() -> int:
-    from toybench.train import CHECKPOINT_FORMAT
-
-    return CHECKPOINT_FORMAT
+def _hparams(spec: RunSpec, config: Mapping[str, Any]) -> dict[str, str | float | int | bool]:
+    """What TensorBoard's hparams tab compares runs by: identity and the train/model settings."""
+    out: dict[str, str | float | int | bool] = {
+        "model": config["model"]["baseline"], "generator": config["data"]["generator"],
+        "corr": config["data"]["corr"], "seed": spec.seed, "protocol": str(config["protocol"])}
+    for section, values in (("train", config["train"]), ("model", config["model"]["config"])):
+        for key, value in values.items():
+            if isinstance(value, str | int | float | bool):
+                out[f"{section}.{key}"] = value
+            elif isinstance(value, list):
+                out[f"{section}.{key}"] = str(value)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,19 +501,16 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     ToybenchError
         Not a finished run folder, or a checkpoint that does not rebuild (one line).
     """
-    from toybench.models import build_model
-
     folder = RunDir(run_dir)
     if not folder.path.is_dir():
         raise ToybenchError(f"{folder.path} is not a run folder")
     if not folder.metrics.is_file():
         raise ToybenchError(f"{folder.path} is not a finished run (no metrics.json; its state "
                             f"is {folder.state()!r})")
-    state = load_checkpoint(folder.ckpt)
+    weights, meta = load_weights(folder.ckpt)
     try:
-        meta = json.loads(state["meta"])
-        model = _build(meta, 0, build_model)
-        model.load_state_dict(state["model"])
+        model = _build(meta, 0)
+        model.load_state_dict(weights)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ToybenchError(f"checkpoint {folder.ckpt} does not rebuild its model "
                             f"({type(err).__name__}: {_one_line(err)[:200]})") from None

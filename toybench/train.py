@@ -19,7 +19,6 @@ import io
 import json
 import math
 import numbers
-import os
 import signal
 import sys
 import threading
@@ -33,46 +32,16 @@ import numpy as np
 import torch
 
 from toybench.checks import check_choice, check_int, check_real
-from toybench.errors import ToybenchError
+from toybench.errors import ToybenchError, format_bytes, memory_limit_bytes
 from toybench.io import atomic_write_bytes
+from toybench.seeds import MAX_SEED as MAX_SEED  # re-exported: the accepted seeds
+from toybench.seeds import check_seed
 
 CHECKPOINT_FORMAT = 3  # 2: history rows stored as dicts; 3: typed rows, "seconds", "meta"
 NONFINITE_EXIT_CODE = 3
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: what a shell reports for a Ctrl-C'd command
 KL_SCHEDULES = ("constant", "linear", "cyclic")
 PRECISIONS = ("bf16", "fp32")
-# The largest accepted run seed. The binding limit is scikit-learn's ``random_state`` (a legacy
-# ``np.random.RandomState``: 0 <= seed < 2**32), which seeds the PCA reference of the scores;
-# the batch order (``torch.Generator.manual_seed(seed * 1_000_003 + epoch)``, < 2**64) alone
-# would allow seeds up to ~1.8e13, the data streams (``SeedSequence``) any size.
-MAX_SEED = 2**32 - 1
-
-
-def check_seed(seed: Any) -> int:
-    """``seed`` as an ``int`` if every random stream of a run accepts it, else a one-line error.
-
-    Parameters
-    ----------
-    seed : int
-        A run seed (``toybench run --seed``).
-
-    Returns
-    -------
-    int
-        The seed, in ``[0, MAX_SEED]``.
-
-    Raises
-    ------
-    ToybenchError
-        Not an integer, negative, or above ``MAX_SEED`` (2**32 - 1).
-    """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (
-            0 <= int(seed) <= MAX_SEED):
-        raise ToybenchError(f"seed must be an integer in 0..{MAX_SEED} (2**32 - 1), got "
-                            f"{seed!r}")
-    return int(seed)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """How a baseline is trained (the ``[train]`` table of ``baselines/*.toml``).
@@ -370,6 +339,49 @@ def check_resumable(path: str | Path, model: torch.nn.Module, config: TrainConfi
     if problem is not None:
         raise _damaged(path, problem)
     return state
+
+
+def save_fitted(path: str | Path, model: torch.nn.Module, *, seed: int,
+                meta: Mapping[str, Any]) -> Path:
+    """Checkpoint of a model fitted without gradient steps (PCA): its weights and ``meta`` only
+    (nothing to resume), readable by :func:`load_weights`."""
+    return save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "kind": "fitted", "step": 0,
+                                  "seed": int(seed), "model": model.state_dict(),
+                                  "meta": json.dumps(dict(meta), sort_keys=True)})
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model weights and ``meta`` of any toybench checkpoint (trained or fitted), for
+    rebuilding a finished run's model; ``weights_only=True``.
+
+    Raises
+    ------
+    ToybenchError
+        One line if the file is missing, unreadable, of another format, or has no named weights
+        and ``meta`` object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ToybenchError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        raise ToybenchError(f"checkpoint {path} is unreadable (corrupt, truncated or not a "
+                            f"weights-only checkpoint: {type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint of format "
+                            f"{CHECKPOINT_FORMAT}")
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise _damaged(path, "'model' is not a dict of named tensors")
+    try:
+        meta = json.loads(state.get("meta"))
+    except (TypeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise _damaged(path, "no 'meta' object (it cannot rebuild its model)")
+    return weights, meta
 
 
 def _damaged(path: str | Path, problem: str) -> ToybenchError:
@@ -1192,45 +1204,31 @@ def check_training_memory(config: TrainConfig, *, image_shape: tuple[int, int, i
     model : torch.nn.Module, optional
         The model, typically from :func:`meta_model` (no memory used to count it).
     memory : int, optional
-        Bytes available; default the machine's physical memory (no check where unknown).
+        Bytes available; default ``toybench.errors.memory_limit_bytes()`` (physical memory or
+        the container's limit).
 
     Raises
     ------
     ToybenchError
         One line with the estimated size and the memory, naming what to lower.
     """
-    memory = _physical_memory() if memory is None else memory
-    if memory is None:
-        return
+    memory = memory_limit_bytes() if memory is None else memory
     data = data_bytes(config, image_shape, n_factors)
     shape = "x".join(str(s) for s in image_shape)
     if data > memory:
         raise ToybenchError(f"train.n_train={config.n_train} and train.n_test={config.n_test} "
-                            f"need about {_bytes(data)} for the images ({shape} uint8 each) and "
-                            f"factors, more than this machine's {_bytes(memory)} of memory; "
-                            f"lower them")
+                            f"need about {format_bytes(data)} for the images ({shape} uint8 "
+                            f"each) and factors, more than this machine's "
+                            f"{format_bytes(memory)} of memory; lower them")
     weights = 0 if model is None else model_training_bytes(model)
     if weights > memory:
         n_params = sum(p.numel() for p in model.parameters())
-        raise ToybenchError(f"the model has {n_params:,} parameters: about {_bytes(weights)} to "
-                            f"train (weights, gradients, Adam moments), more than this "
-                            f"machine's {_bytes(memory)} of memory; lower its model.* sizes")
+        raise ToybenchError(f"the model has {n_params:,} parameters: about "
+                            f"{format_bytes(weights)} to train (weights, gradients, Adam "
+                            f"moments), more than this machine's {format_bytes(memory)} of "
+                            f"memory; lower its model.* sizes")
     if data + weights > memory:
-        raise ToybenchError(f"data ({_bytes(data)}) and model ({_bytes(weights)}) together need "
-                            f"more than this machine's {_bytes(memory)} of memory; lower "
+        raise ToybenchError(f"data ({format_bytes(data)}) and model ({format_bytes(weights)}) "
+                            f"together need more than this machine's {format_bytes(memory)} of "
+                            f"memory; lower "
                             f"train.n_train / train.n_test or the model.* sizes")
-
-
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
