@@ -160,6 +160,7 @@ def test_run_without_a_home_folder(tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "metrics.json").is_file()
 
+
 def test_interventional(pairs):
     ds = make_interventional(pairs, {"pos_x": 3}, corr=0.1, n=200, seed=0)
     k = pairs.scm.index("pos_x")
