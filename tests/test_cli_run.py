@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from click.testing import CliRunner
 
-from toybench import runs
-from toybench.baselines import load_baseline
 from toybench.cli import main
-from toybench.specs import load_generator
+from toybench.rundir import RunDir, RunSpec
 
 TINY = (
     "train.steps=3", "train.batch_size=32", "train.n_train=256", "train.n_test=200",
@@ -19,11 +16,6 @@ TINY = (
     "eval.beta_vae_train=20", "eval.beta_vae_eval=10", "eval.consistency_pairs=20",
     "eval.batch_size=8",
 )
-
-
-@pytest.fixture(autouse=True)
-def _data_root(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path_factory.getbasetemp() / "data"))
 
 
 def _invoke(*args: str):
@@ -69,9 +61,7 @@ def test_bad_corr_data_and_protocol(tmp_path):
 
 
 def _run_dir(tmp_path, overrides=TINY):
-    baseline = load_baseline("vae", protocol="quick", overrides=overrides)
-    config = runs.resolved_config(baseline, load_generator("toy-causal"), math.inf, 0)
-    return tmp_path / runs.run_name(config)
+    return RunDir.of(RunSpec("vae", "toy-causal", math.inf, 0, "quick", overrides), tmp_path).path
 
 
 def test_unreadable_checkpoint_is_one_line_error(tmp_path):

@@ -1,8 +1,12 @@
-"""Datasets: splits and seeds, interventional sets, the checksummed cache, the torch adapter."""
+"""Datasets: splits and seeds, interventional sets, no files or home folder, the torch adapter."""
 
 import dataclasses
 import math
-import warnings
+import os
+import pathlib
+import pwd
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,8 +14,6 @@ import pytest
 from toybench.data import (
     Dataset,
     TorchImages,
-    cache_path,
-    data_root,
     make_interventional,
     make_split,
 )
@@ -19,26 +21,12 @@ from toybench.errors import ToybenchError
 from toybench.specs import load_generator
 
 
-@pytest.fixture()
-def root(tmp_path, monkeypatch):
-    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 @pytest.fixture(scope="module")
 def pairs():
     return dataclasses.replace(load_generator("dsprites-pairs"), size=32)
 
 
-def test_data_root_default_and_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("TOYBENCH_DATA_ROOT", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data_root() == tmp_path / "xdg" / "toybench"
-    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path / "mine"))
-    assert data_root() == tmp_path / "mine"
-
-
-def test_split_contents(root, pairs):
+def test_split_contents(pairs):
     ds = make_split(pairs, "train", corr=0.2, n=50, seed=3)
     assert isinstance(ds, Dataset) and len(ds) == 50
     assert ds.images.shape == (50, 1, 32, 32) and ds.images.dtype == np.uint8
@@ -49,27 +37,27 @@ def test_split_contents(root, pairs):
     np.testing.assert_array_equal(ds.images, pairs.render(ds.factors))
 
 
-def test_splits_are_deterministic_and_distinct(root, pairs):
-    a = make_split(pairs, "train", corr=0.2, n=40, seed=1, cache=False)
-    b = make_split(pairs, "train", corr=0.2, n=40, seed=1, cache=False)
-    test = make_split(pairs, "test", corr=0.2, n=40, seed=1, cache=False)
-    other = make_split(pairs, "train", corr=0.2, n=40, seed=2, cache=False)
+def test_splits_are_deterministic_and_distinct(pairs):
+    a = make_split(pairs, "train", corr=0.2, n=40, seed=1)
+    b = make_split(pairs, "train", corr=0.2, n=40, seed=1)
+    test = make_split(pairs, "test", corr=0.2, n=40, seed=1)
+    other = make_split(pairs, "train", corr=0.2, n=40, seed=2)
     np.testing.assert_array_equal(a.factors, b.factors)
     np.testing.assert_array_equal(a.images, b.images)
     assert not np.array_equal(a.factors, test.factors)
     assert not np.array_equal(a.factors, other.factors)
 
 
-def test_decorrelated_split_uses_infinite_sigma(root, pairs):
-    ds = make_split(pairs, "test_decorrelated", corr=0.1, n=20, seed=0, cache=False)
+def test_decorrelated_split_uses_infinite_sigma(pairs):
+    ds = make_split(pairs, "test_decorrelated", corr=0.1, n=20, seed=0)
     assert math.isinf(ds.corr) and ds.card["corr"] == "inf"
     assert all(e["mi"] == 0.0 for e in ds.card["edges"])
-    train = make_split(pairs, "train", corr=0.1, n=20, seed=0, cache=False)
+    train = make_split(pairs, "train", corr=0.1, n=20, seed=0)
     assert all(e["mi"] > 0.3 for e in train.card["edges"])
 
 
-def test_generator_by_name(root):
-    ds = make_split("toy-causal", "test", corr="inf", n=8, seed=0, cache=False)
+def test_generator_by_name():
+    ds = make_split("toy-causal", "test", corr="inf", n=8, seed=0)
     assert ds.images.shape == (8, 3, 32, 32)
 
 
@@ -83,7 +71,7 @@ def test_generator_by_name(root):
         ({"corr": "x"}, "corr must be a number > 0"),
     ],
 )
-def test_bad_arguments(root, pairs, kwargs, match):
+def test_bad_arguments(pairs, kwargs, match):
     args = {"corr": 0.2, "n": 5, "seed": 0} | kwargs
     with pytest.raises(ToybenchError, match=match):
         make_split(pairs, "train", **args)
@@ -94,67 +82,86 @@ def test_unknown_split(pairs):
         make_split(pairs, "val", corr=0.2, n=5, seed=0)
 
 
-def test_cache_roundtrip_and_keys(root, pairs):
-    ds = make_split(pairs, "train", corr=0.2, n=30, seed=0)
-    path = cache_path(pairs, "train", corr=0.2, n=30, seed=0)
-    assert path.is_file() and path.is_relative_to(root)
-    again = make_split(pairs, "train", corr=0.2, n=30, seed=0)
-    np.testing.assert_array_equal(again.images, ds.images)
-    assert again.card == ds.card
-    keys = {
-        cache_path(pairs, s, corr=c, n=n, seed=k)
-        for s, c, n, k in [
-            ("train", 0.2, 30, 0),
-            ("test", 0.2, 30, 0),
-            ("train", 0.4, 30, 0),
-            ("train", 0.2, 31, 0),
-            ("train", 0.2, 30, 1),
-        ]
-    }
-    assert len(keys) == 5
-    assert cache_path(dataclasses.replace(pairs, size=64), "train", corr=0.2, n=30, seed=0) != path
-    assert not list(path.parent.glob("*.tmp"))
+def test_drawing_data_writes_no_files(tmp_path, monkeypatch, pairs):
+    """Splits are rendered in memory: nothing appears in the home, cache or working folder."""
+    for var, sub in [("HOME", "home"), ("XDG_CACHE_HOME", "xdg"), ("TOYBENCH_DATA_ROOT", "data")]:
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.chdir(tmp_path)
+    for split in ("train", "test", "test_decorrelated"):
+        make_split(pairs, split, corr=0.2, n=30, seed=0)
+    make_interventional(pairs, {"pos_x": 1}, corr=0.2, n=10, seed=0)
+    assert list(tmp_path.rglob("*")) == []
 
 
-def _corrupt_truncate(path):
-    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+def _no_home(monkeypatch):
+    """A container's ``--user 12345``: no $HOME and no passwd entry, so ``Path.home()`` raises."""
+    for var in ("HOME", "XDG_CACHE_HOME", "TOYBENCH_DATA_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    def no_home(cls):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setattr(pathlib.Path, "home", classmethod(no_home))
+    assert os.path.expanduser("~") == "~"
 
 
-def _corrupt_pixels(path):
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["images"] = arrays["images"].copy()
-    arrays["images"][0, 0, 0, 0] ^= 255
-    np.savez(path, **arrays)
+def test_data_without_a_home_folder(monkeypatch, pairs):
+    _no_home(monkeypatch)
+    with pytest.raises(RuntimeError):
+        pathlib.Path.home()
+    ds = make_split(pairs, "train", corr=0.2, n=20, seed=0)
+    assert len(ds) == 20
+    assert len(make_interventional(pairs, {"pos_x": 1}, corr=0.2, n=5, seed=0)) == 5
 
 
-def _corrupt_garbage(path):
-    path.write_bytes(b"not an npz at all")
+_NO_HOME_RUN = """
+import pathlib, pwd, sys
+
+def no_entry(uid):
+    raise KeyError(uid)
+
+def no_home(cls):
+    raise RuntimeError("Could not determine home directory.")
+
+pwd.getpwuid = no_entry
+pathlib.Path.home = classmethod(no_home)
+from toybench.cli import main
+main(sys.argv[1:])
+"""
+
+_TINY_RUN = (
+    "train.steps=2", "train.batch_size=32", "train.n_train=128", "train.n_test=100",
+    "eval.factor_vae_train=20", "eval.factor_vae_eval=10", "eval.factor_vae_variance=100",
+    "eval.beta_vae_train=20", "eval.beta_vae_eval=10", "eval.consistency_pairs=20",
+    "eval.batch_size=8",
+)
 
 
-@pytest.mark.parametrize("corrupt", [_corrupt_truncate, _corrupt_pixels, _corrupt_garbage])
-def test_corrupted_cache_is_detected_and_regenerated(root, pairs, corrupt):
-    ds = make_split(pairs, "train", corr=0.3, n=25, seed=4)
-    path = cache_path(pairs, "train", corr=0.3, n=25, seed=4)
-    corrupt(path)
-    with pytest.warns(UserWarning, match="corrupted; regenerating"):
-        again = make_split(pairs, "train", corr=0.3, n=25, seed=4)
-    np.testing.assert_array_equal(again.images, ds.images)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the rewritten file is healthy
-        make_split(pairs, "train", corr=0.3, n=25, seed=4)
+@pytest.mark.slow
+def test_run_without_a_home_folder(tmp_path):
+    """Fault 9: ``toybench run`` as a user with no $HOME and no passwd entry finishes the run
+    (it used to die with a traceback from the data cache after making the run folder)."""
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    drop = {"HOME", "XDG_CACHE_HOME", "TOYBENCH_DATA_ROOT", "MPLCONFIGDIR", "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    sets = [item for o in _TINY_RUN for item in ("--set", o)]
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_HOME_RUN, "run", "--model", "vae", "--protocol", "quick",
+         "--out", "runs", *sets],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "metrics.json").is_file()
 
 
-def test_unwritable_cache_still_returns_data(tmp_path, monkeypatch, pairs):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(blocker / "sub"))
-    with pytest.warns(UserWarning, match="not cached"):
-        ds = make_split(pairs, "train", corr=0.3, n=5, seed=0)
-    assert len(ds) == 5
-
-
-def test_interventional(root, pairs):
+def test_interventional(pairs):
     ds = make_interventional(pairs, {"pos_x": 3}, corr=0.1, n=200, seed=0)
     k = pairs.scm.index("pos_x")
     assert ds.split == "interventional" and np.all(ds.factors[:, k] == 3)
@@ -169,11 +176,11 @@ def test_interventional(root, pairs):
         make_interventional(pairs, {"x": 0}, corr=0.1, n=5, seed=0)
 
 
-def test_torch_adapter(root, pairs):
+def test_torch_adapter(pairs):
     import torch
     from torch.utils.data import DataLoader
 
-    ds = make_split(pairs, "train", corr=0.3, n=10, seed=0, cache=False)
+    ds = make_split(pairs, "train", corr=0.3, n=10, seed=0)
     wrapped = TorchImages(ds)
     image, factors = wrapped[2]
     assert len(wrapped) == 10

@@ -315,7 +315,7 @@ def test_evaluate_encoder_on_shipped_toy_causal():
 
     gen = specs.load_generator("toy-causal")
     splits = {
-        split: data.make_split(gen, split, corr=0.3, n=300, seed=0, cache=False)
+        split: data.make_split(gen, split, corr=0.3, n=300, seed=0)
         for split in ("test", "test_decorrelated")
     }
     projection = np.random.default_rng(0).normal(size=(int(np.prod(gen.image_shape)), 8))

@@ -30,11 +30,6 @@ PLOTS = ("reconstructions", "traversals", "kl_per_unit", "activation_histograms"
          "latent_scatter", "dci_importance", "perturbation_matrix")
 
 
-@pytest.fixture(autouse=True)
-def _data_root(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path_factory.getbasetemp() / "data"))
-
-
 def _run(out: Path, model="vae", **kw):
     kw.setdefault("overrides", TINY)
     kw.setdefault("plots", False)
@@ -44,13 +39,7 @@ def _run(out: Path, model="vae", **kw):
 
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TOYBENCH_DATA_ROOT", str(tmp_path_factory.getbasetemp() / "data"))
-    try:
-        yield _run(root, plots=True)
-    finally:
-        mp.undo()
+    return _run(tmp_path_factory.mktemp("runs"), plots=True)
 
 
 # --- the run folder --------------------------------------------------------------------------

@@ -885,7 +885,6 @@ def test_cli_run_at_max_seed_then_resume_from_a_damaged_checkpoint(tmp_path, mon
 
     from toybench.cli import main
 
-    monkeypatch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path / "data"))
     tiny = ("train.steps=2", "train.batch_size=32", "train.n_train=128", "train.n_test=100",
             "eval.factor_vae_train=20", "eval.factor_vae_eval=10",
             "eval.factor_vae_variance=100", "eval.beta_vae_train=20", "eval.beta_vae_eval=10",
