@@ -28,7 +28,7 @@ from toybench.models.vae import total_correlation
 from toybench.scm import DAG
 
 BASELINES = {name: load_baseline(name) for name in baseline_names()}
-NEURAL = sorted(name for name, b in BASELINES.items() if MODELS[b.family].model.trainable)
+NEURAL = sorted(name for name, b in BASELINES.items() if MODELS[b.family].trainable)
 LOSS_KEYWORDS = ("factors", "kl_weight", "recon_weight", "generator", "diagnostics")
 
 CONCEPT_SIZES = {"shape": 3, "scale": 4, "pos_x": 6, "pos_y": 6}
@@ -612,3 +612,12 @@ def test_model_configs_accept_their_boundaries():
     MODELS["csvae"][0](style_dim=0, supervision_weight=0.0)
     MODELS["hvae"][0](latent_dims=[1, 1], free_bits=0.0, kl_balance=False)
     MODELS["pca"][0](n_components=1)
+
+
+def test_registry_trainable_flag_matches_the_model_class():
+    from toybench.models import CSVAE, HVAE, PCA, VAE
+
+    classes = {"vae": VAE, "csvae": CSVAE, "hvae": HVAE, "pca": PCA}
+    assert set(classes) == set(MODELS)
+    for family, entry in MODELS.items():
+        assert entry.trainable is classes[family].trainable, family

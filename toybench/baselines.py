@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toybench.configs import TrainConfig
 from toybench.errors import ToybenchError
 from toybench.resources import shipped_specs
 from toybench.specs import check_keys, read_toml, resolve_extends, take
-from toybench.train import TrainConfig
 
 TOP_LEVEL_KEYS = ("name", "description", "family", "extends", "model", "train", "eval",
                   "protocols", "derived")
@@ -250,7 +250,7 @@ def load_baseline(
                             f"{', '.join(MODELS)}")
     entry = MODELS[family]
     shared = shared_settings()
-    if entry.model.trainable:
+    if entry.trainable:
         shared_train, shared_protocols = shared["train"], shared["protocols"]
     else:  # no gradient training: only the data sizes are meaningful
         shared_train = {k: v for k, v in shared["train"].items() if k in DATA_KEYS}

@@ -89,3 +89,9 @@ def _rule(minimum, maximum, above, below, kind: str) -> str:  # noqa: ANN001 - n
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``ToybenchError(message)`` unless ``ok`` (config validation, one-line messages)."""
+    if not ok:
+        raise ToybenchError(message)

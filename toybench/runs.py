@@ -270,7 +270,8 @@ def _status_on_exit(run_dir: RunDir, resume: str | None, echo: Callable[[str], N
 
 def _existing(run_dir: RunDir, echo: Callable[[str], None]) -> RunResult:
     metrics = _read_json(run_dir.metrics)
-    echo(f"{run_dir.path} is already done (metrics.json exists); pass --force to run it again")
+    echo(f"run already done: {run_dir.path} (metrics.json exists); pass --force to run it "
+         f"again")
     return RunResult(run_dir.path, metrics, "existing")
 
 

@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from toybench.checks import check_choice, check_int, check_real
+from toybench.configs import KL_SCHEDULES as KL_SCHEDULES  # re-exported
+from toybench.configs import PRECISIONS as PRECISIONS
+from toybench.configs import TrainConfig as TrainConfig
 from toybench.errors import ToybenchError, format_bytes, memory_limit_bytes
 from toybench.io import atomic_write_bytes
 from toybench.seeds import MAX_SEED as MAX_SEED  # re-exported: the accepted seeds
@@ -40,107 +42,6 @@ from toybench.seeds import check_seed
 CHECKPOINT_FORMAT = 3  # 2: history rows stored as dicts; 3: typed rows, "seconds", "meta"
 NONFINITE_EXIT_CODE = 3
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: what a shell reports for a Ctrl-C'd command
-KL_SCHEDULES = ("constant", "linear", "cyclic")
-PRECISIONS = ("bf16", "fp32")
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a baseline is trained (the ``[train]`` table of ``baselines/*.toml``).
-
-    Every value is checked on construction (finite numbers, the ranges below); integers given
-    for float fields become floats.
-
-    Attributes
-    ----------
-    steps : int
-        Optimizer steps (>= 1).
-    batch_size : int
-        Images per step (>= 1; at most ``n_train`` are used).
-    lr : float
-        Adam learning rate (> 0).
-    adam_beta1, adam_beta2 : float
-        Adam's moment decay rates, in ``[0, 1)``.
-    weight_decay : float
-        Adam's L2 weight decay (>= 0; 0 = none).
-    grad_clip : float
-        Max global gradient norm (``clip_grad_norm_``, >= 0); 0 disables clipping.
-    recon_weight : float
-        Weight of the reconstruction term, passed to ``model.loss`` (>= 0).
-    kl_weight : float
-        Final weight of the KL term (>= 0; multiplies the model's own β); the schedule ramps up
-        to it.
-    kl_schedule : str
-        ``"constant"`` (``kl_weight`` after the delay), ``"linear"`` (0 → ``kl_weight`` over
-        ``kl_warmup_steps`` after the delay) or ``"cyclic"`` (Fu et al. 2019: period
-        ``kl_cycle_steps``, each period ramps 0 → ``kl_weight`` over ``kl_warmup_steps`` and holds;
-        the ramp must fit in the period).
-    kl_delay_steps : int
-        Steps with KL weight 0 before the schedule starts (>= 0).
-    kl_warmup_steps : int
-        Length of the linear ramp (linear and cyclic schedules; >= 0).
-    kl_cycle_steps : int
-        Period of the cyclic schedule (>= 1).
-    n_train, n_test : int
-        Training images; images in each test split (``test`` and ``test_decorrelated``); >= 1.
-    checkpoint_every : int
-        Steps between atomic checkpoints (``ckpt/last.pt``); the last step is always saved.
-    nan_patience : int
-        Consecutive non-finite losses/gradients after which training stops (exit code 3).
-    precision : str
-        ``"bf16"`` (CPU autocast to bfloat16, the default: faster, same results within noise) or
-        ``"fp32"``.
-    log_every : int
-        Steps between scalar logs (history.csv, TensorBoard); the last step is always logged.
-    hist_every : int
-        Steps between TensorBoard histograms and images; the last step always has them.
-    supervised_fraction : float
-        Fraction of training images whose factors are shown to the model (concept supervision;
-        0 = unsupervised), in ``[0, 1]``. The labelled subset is fixed by the seed.
-    """
-
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    weight_decay: float = 0.0
-    grad_clip: float = 100.0
-    recon_weight: float = 1.0
-    kl_weight: float = 1.0
-    kl_schedule: str = "linear"
-    kl_delay_steps: int = 0
-    kl_warmup_steps: int = 500
-    kl_cycle_steps: int = 1000
-    n_train: int = 20000
-    n_test: int = 5000
-    checkpoint_every: int = 500
-    nan_patience: int = 20
-    precision: str = "bf16"
-    log_every: int = 25
-    hist_every: int = 500
-    supervised_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_choice(self.kl_schedule, "train.kl_schedule", KL_SCHEDULES)
-        check_choice(self.precision, "train.precision", PRECISIONS)
-        for name in ("steps", "batch_size", "n_train", "n_test", "checkpoint_every",
-                     "nan_patience", "log_every", "hist_every", "kl_cycle_steps"):
-            check_int(getattr(self, name), f"train.{name}", minimum=1)
-        for name in ("kl_delay_steps", "kl_warmup_steps"):
-            check_int(getattr(self, name), f"train.{name}", minimum=0)
-        reals = {"lr": {"above": 0.0}, "adam_beta1": {"minimum": 0.0, "below": 1.0},
-                 "adam_beta2": {"minimum": 0.0, "below": 1.0}, "weight_decay": {"minimum": 0.0},
-                 "grad_clip": {"minimum": 0.0}, "recon_weight": {"minimum": 0.0},
-                 "kl_weight": {"minimum": 0.0},
-                 "supervised_fraction": {"minimum": 0.0, "maximum": 1.0}}
-        for name, bounds in reals.items():
-            # float(int) for float fields: history rows and checkpoints then have one type.
-            object.__setattr__(self, name, check_real(getattr(self, name), f"train.{name}",
-                                                      **bounds))
-        if self.kl_schedule == "cyclic" and self.kl_warmup_steps > self.kl_cycle_steps:
-            raise ToybenchError(f"train.kl_warmup_steps={self.kl_warmup_steps} is longer than "
-                                f"the cyclic period train.kl_cycle_steps={self.kl_cycle_steps}")
-
-
 def kl_weight_at(config: TrainConfig, step: int) -> float:
     """KL weight at optimizer step ``step`` (0-based) under ``config``'s schedule.
 

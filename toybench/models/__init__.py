@@ -15,32 +15,51 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from toybench.configs import CSVAEConfig, HVAEConfig, PCAConfig, VAEConfig
 from toybench.errors import ToybenchError
-from toybench.models.common import Fittable, LossOutput, Model, UnitGroup
-from toybench.models.csvae import CSVAE, CSVAEConfig
-from toybench.models.hvae import HVAE, HVAEConfig
-from toybench.models.pca import PCA, PCAConfig
-from toybench.models.vae import VAE, VAEConfig
 
 __all__ = ["MODELS", "Family", "Fittable", "LossOutput", "Model", "UnitGroup", "build_model",
            "model_config"]
 
+# The model classes need torch; the registry and the configs do not (a run's config resolves
+# without torch), so the classes are imported when first used.
+_LAZY = {"Fittable": "toybench.models.common", "LossOutput": "toybench.models.common",
+         "Model": "toybench.models.common", "UnitGroup": "toybench.models.common",
+         "VAE": "toybench.models.vae", "CSVAE": "toybench.models.csvae",
+         "HVAE": "toybench.models.hvae", "PCA": "toybench.models.pca"}
 
-def _build_vae(config: VAEConfig, *, image_shape, dag, concept_sizes) -> VAE:  # noqa: ANN001
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'toybench.models' has no attribute {name!r}")
+
+
+def _build_vae(config: VAEConfig, *, image_shape, dag, concept_sizes):  # noqa: ANN001, ANN202
+    from toybench.models.vae import VAE
+
     return VAE(config, image_shape)
 
 
-def _build_csvae(config: CSVAEConfig, *, image_shape, dag, concept_sizes) -> CSVAE:  # noqa: ANN001
+def _build_csvae(config: CSVAEConfig, *, image_shape, dag, concept_sizes):  # noqa: ANN001, ANN202
+    from toybench.models.csvae import CSVAE
+
     if dag is None or concept_sizes is None:
         raise ToybenchError("csvae needs the generator's DAG and concept sizes")
     return CSVAE(config, image_shape, dag, concept_sizes)
 
 
-def _build_hvae(config: HVAEConfig, *, image_shape, dag, concept_sizes) -> HVAE:  # noqa: ANN001
+def _build_hvae(config: HVAEConfig, *, image_shape, dag, concept_sizes):  # noqa: ANN001, ANN202
+    from toybench.models.hvae import HVAE
+
     return HVAE(config, image_shape)
 
 
-def _build_pca(config: PCAConfig, *, image_shape, dag, concept_sizes) -> PCA:  # noqa: ANN001
+def _build_pca(config: PCAConfig, *, image_shape, dag, concept_sizes):  # noqa: ANN001, ANN202
+    from toybench.models.pca import PCA
+
     return PCA(config, image_shape)
 
 
@@ -50,23 +69,24 @@ class Family(NamedTuple):
     Attributes
     ----------
     config : type
-        The frozen config dataclass (the ``[model]`` table).
+        The frozen config dataclass (the ``[model]`` table, in `toybench.configs`).
     build : callable
-        ``build(config, *, image_shape, dag, concept_sizes) -> Model``.
-    model : type
-        The model class; its ``trainable`` says whether the family trains by gradient steps.
+        ``build(config, *, image_shape, dag, concept_sizes) -> Model`` (imports the model).
+    trainable : bool
+        Whether the family trains by gradient steps (PCA ``fit``s instead); equals the model
+        class's ``trainable`` (tested).
     """
 
     config: type
-    build: Callable[..., Model]
-    model: type
+    build: Callable[..., Any]
+    trainable: bool
 
 
 MODELS: dict[str, Family] = {
-    "vae": Family(VAEConfig, _build_vae, VAE),
-    "csvae": Family(CSVAEConfig, _build_csvae, CSVAE),
-    "hvae": Family(HVAEConfig, _build_hvae, HVAE),
-    "pca": Family(PCAConfig, _build_pca, PCA),
+    "vae": Family(VAEConfig, _build_vae, True),
+    "csvae": Family(CSVAEConfig, _build_csvae, True),
+    "hvae": Family(HVAEConfig, _build_hvae, True),
+    "pca": Family(PCAConfig, _build_pca, False),
 }
 
 
@@ -116,7 +136,7 @@ def build_model(
     image_shape: tuple[int, int, int],
     dag: Any = None,
     concept_sizes: Mapping[str, int] | None = None,
-) -> Model:
+) -> Any:
     """Build a model of ``family`` for images of ``image_shape``.
 
     Parameters

@@ -26,8 +26,6 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from toybench.errors import ToybenchError
-
 # exp(-10) ≈ 4.5e-5 (σ ≈ 0.007) and exp(10) ≈ 2.2e4: wide enough never to bind in healthy training,
 # narrow enough that exp() cannot overflow fp32 or underflow to a zero variance.
 LOGVAR_MIN = -10.0
@@ -151,12 +149,6 @@ class Fittable(Model, Protocol):
         ...
 
 
-def require(ok: bool, message: str) -> None:
-    """Raise ``ToybenchError(message)`` unless ``ok`` (config validation, one-line messages)."""
-    if not ok:
-        raise ToybenchError(message)
-
-
 def gaussian_params(raw: Tensor) -> tuple[Tensor, Tensor]:
     """Split a head's output into (μ, clamped log σ²), both float32.
 
@@ -217,17 +209,3 @@ def posteriors_to_codes(stats: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:
     return torch.cat([mu for mu, _sigma in stats.values()], dim=1)
 
 
-def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any family config
-    """Validate the fields every family config shares (``arch``, likelihood, ``beta``)."""
-    from toybench.models.likelihoods import LIKELIHOODS
-    from toybench.models.nets import ARCHS
-
-    archs = ("auto", *ARCHS)
-    require(config.arch in archs, f"{family}.arch={config.arch!r}; valid: {', '.join(archs)}")
-    require(config.likelihood in LIKELIHOODS,
-            f"{family}.likelihood={config.likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
-    from toybench.checks import check_real
-
-    check_real(config.sigma, f"{family}.sigma", above=0.0)
-    check_real(config.variance_floor, f"{family}.variance_floor", above=0.0)
-    check_real(config.beta, f"{family}.beta", minimum=0.0)

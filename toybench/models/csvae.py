@@ -41,60 +41,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toybench.checks import check_int, check_real
+from toybench.checks import require
+from toybench.configs import CSVAEConfig
 from toybench.errors import ToybenchError
 from toybench.models.common import (
     LossOutput,
     UnitGroup,
-    check_decoder_fields,
     gaussian_params,
     kl_normal,
     posteriors_to_codes,
-    require,
     sample_gaussian,
 )
 from toybench.models.likelihoods import Likelihood
 from toybench.models.nets import ConvDecoder, ConvEncoder, resolve_arch
 
 STYLE = "style"
-
-
-@dataclass(frozen=True)
-class CSVAEConfig:
-    """The ``[model]`` table of the ``csvae`` family.
-
-    Attributes
-    ----------
-    unit_dim : int
-        Latent units per concept.
-    style_dim : int
-        Free style units with an N(0, I) prior (0 = none).
-    prior_hidden : int
-        Hidden width of each node's prior MLP p(z_c | z_pa(c)).
-    supervision_weight : float
-        λ of the concept cross-entropy; 0 builds no classifier heads.
-    beta : float
-        Weight of the KL term.
-    arch, likelihood, sigma, variance_floor
-        As in ``VAEConfig``.
-    """
-
-    unit_dim: int = 2
-    style_dim: int = 2
-    prior_hidden: int = 32
-    supervision_weight: float = 0.0
-    beta: float = 1.0
-    arch: str = "auto"
-    likelihood: str = "bernoulli"
-    sigma: float = 0.1
-    variance_floor: float = 1e-3
-
-    def __post_init__(self) -> None:
-        check_decoder_fields("csvae", self)
-        check_int(self.unit_dim, "csvae.unit_dim", minimum=1)
-        check_int(self.style_dim, "csvae.style_dim", minimum=0)
-        check_int(self.prior_hidden, "csvae.prior_hidden", minimum=1)
-        check_real(self.supervision_weight, "csvae.supervision_weight", minimum=0.0)
 
 
 def precision_weighted(

@@ -37,17 +37,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from toybench.checks import check_bool, check_int, check_real
+from toybench.configs import HVAEConfig
 from toybench.models.common import (
     LOGVAR_MAX,
     LOGVAR_MIN,
     LossOutput,
     UnitGroup,
-    check_decoder_fields,
     gaussian_params,
     kl_normal,
     posteriors_to_codes,
-    require,
     sample_gaussian,
 )
 from toybench.models.likelihoods import Likelihood
@@ -55,51 +53,6 @@ from toybench.models.nets import ConvDecoder, ConvEncoder, resolve_arch
 
 # Added to each layer's KL before balancing (NVAE App. A), so a collapsed layer keeps a weight > 0.
 _BALANCE_EPS = 0.01
-
-
-@dataclass(frozen=True)
-class HVAEConfig:
-    """The ``[model]`` table of the ``hvae`` family.
-
-    Attributes
-    ----------
-    latent_dims : tuple of int
-        Units per stochastic layer, bottom (z1) to top; 2 or 3 layers.
-    ladder_hidden : int
-        Width of the bottom-up MLPs above the backbone and of the top-down state.
-    free_bits : float
-        Nats per latent unit below which a layer's KL is not penalized (0 = off).
-    kl_balance : bool
-        NVAE KL balancing while ``kl_weight < 1``.
-    beta : float
-        Weight of the KL term.
-    arch, likelihood, sigma, variance_floor
-        As in ``VAEConfig``.
-    """
-
-    latent_dims: tuple[int, ...] = (5, 3, 2)
-    ladder_hidden: int = 128
-    free_bits: float = 0.05
-    kl_balance: bool = True
-    beta: float = 1.0
-    arch: str = "auto"
-    likelihood: str = "bernoulli"
-    sigma: float = 0.1
-    variance_floor: float = 1e-3
-
-    def __post_init__(self) -> None:
-        check_decoder_fields("hvae", self)
-        require(isinstance(self.latent_dims, tuple | list),
-                f"hvae.latent_dims must be a list of 2 or 3 positive ints, got "
-                f"{self.latent_dims!r}")
-        dims = tuple(self.latent_dims)
-        require(2 <= len(dims) <= 3 and all(isinstance(d, int) and not isinstance(d, bool)
-                                            and d >= 1 for d in dims),
-                f"hvae.latent_dims must be 2 or 3 positive ints, got {list(dims)}")
-        object.__setattr__(self, "latent_dims", dims)
-        check_int(self.ladder_hidden, "hvae.ladder_hidden", minimum=1)
-        check_real(self.free_bits, "hvae.free_bits", minimum=0.0)
-        check_bool(self.kl_balance, "hvae.kl_balance")
 
 
 def _mlp(in_features: int, out_features: int) -> nn.Sequential:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")
+from toybench.configs import LIKELIHOODS as LIKELIHOODS  # the names live with the configs
+
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toybench.configs import ARCH_NAMES
 from toybench.errors import ToybenchError
 
 
@@ -47,6 +48,7 @@ ARCHS: dict[str, ConvArch] = {
     "conv64": ConvArch(image_size=64, channels=(32, 32, 64, 64)),
     "conv32": ConvArch(image_size=32, channels=(32, 32, 64)),
 }
+assert sorted(ARCHS) == sorted(ARCH_NAMES), "toybench.configs.ARCH_NAMES names these archs"
 
 
 def resolve_arch(arch: str, image_shape: tuple[int, int, int]) -> ConvArch:

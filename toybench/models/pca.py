@@ -16,35 +16,18 @@ zero KL, so runs of every family log the same fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from sklearn.utils.extmath import randomized_svd
 from torch import Tensor, nn
 
-from toybench.checks import check_int
+from toybench.checks import require
+from toybench.configs import PCAConfig
 from toybench.errors import ToybenchError
-from toybench.models.common import LossOutput, UnitGroup, require
+from toybench.models.common import LossOutput, UnitGroup
 
 _SVD_SEED = 0
 _POWER_ITERATIONS = 7
-
-
-@dataclass(frozen=True)
-class PCAConfig:
-    """The ``[model]`` table of the ``pca`` family.
-
-    Attributes
-    ----------
-    n_components : int
-        Number of principal components (= code columns).
-    """
-
-    n_components: int = 10
-
-    def __post_init__(self) -> None:
-        check_int(self.n_components, "pca.n_components", minimum=1)
 
 
 class PCA(nn.Module):

@@ -20,16 +20,14 @@ three terms from the minibatch).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from toybench.checks import check_int, check_real
+from toybench.configs import VAEConfig
 from toybench.models.common import (
     LossOutput,
     UnitGroup,
-    check_decoder_fields,
     gaussian_params,
     kl_standard_normal,
     log_normal,
@@ -37,47 +35,6 @@ from toybench.models.common import (
 )
 from toybench.models.likelihoods import Likelihood
 from toybench.models.nets import ConvDecoder, ConvEncoder, resolve_arch
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """The ``[model]`` table of the ``vae`` family (VAE, β-VAE, β-TCVAE).
-
-    Attributes
-    ----------
-    latent_dim : int
-        Number of latent units (= code columns).
-    beta : float
-        Weight of the KL term (Higgins et al. 2017); 1 is the plain VAE.
-    tc_beta : float
-        Weight of the total-correlation term (Chen et al. 2018's β); 1 adds nothing.
-    dataset_size : int
-        N, the number of training images, for the importance weights of the TC estimator
-        (``total_correlation``); the ``beta-tcvae`` baseline derives it from ``train.n_train``
-        (its ``[derived]`` table).
-    arch : str
-        Conv backbone: ``"auto"`` (by image size), ``"conv32"`` or ``"conv64"``.
-    likelihood : str
-        ``"bernoulli"``, ``"gaussian"`` (fixed ``sigma``) or ``"gaussian_learned"``
-        (variance ≥ ``variance_floor``).
-    sigma, variance_floor : float
-        Likelihood parameters (see ``toybench.models.likelihoods``).
-    """
-
-    latent_dim: int = 10
-    beta: float = 1.0
-    tc_beta: float = 1.0
-    dataset_size: int = 20000
-    arch: str = "auto"
-    likelihood: str = "bernoulli"
-    sigma: float = 0.1
-    variance_floor: float = 1e-3
-
-    def __post_init__(self) -> None:
-        check_decoder_fields("vae", self)
-        check_int(self.latent_dim, "vae.latent_dim", minimum=1)
-        check_real(self.tc_beta, "vae.tc_beta", minimum=0.0)
-        check_int(self.dataset_size, "vae.dataset_size", minimum=1)
 
 
 def total_correlation(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int) -> Tensor:
