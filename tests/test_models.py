@@ -112,12 +112,12 @@ def test_protocol_image_budget(name, protocol):
 
 @pytest.mark.parametrize("family", sorted(MODELS))
 def test_every_family_builds_and_satisfies_the_model_protocol(family):
-    config_class, build, model_class = MODELS[family]
-    assert dataclasses.is_dataclass(config_class) and isinstance(model_class.trainable, bool)
+    config_class, build, trainable = MODELS[family]
+    assert dataclasses.is_dataclass(config_class) and isinstance(trainable, bool)
     model = build(config_class(), image_shape=(1, 32, 32), dag=TEST_DAG,
                   concept_sizes=CONCEPT_SIZES)
-    assert type(model) is model_class and isinstance(model, Model)
-    assert isinstance(model, Fittable) == (not model_class.trainable)
+    assert model.trainable is trainable and isinstance(model, Model)
+    assert isinstance(model, Fittable) == (not trainable)
     parameters = inspect.signature(model.loss).parameters
     assert list(parameters)[:2] == ["x", "step"]
     for keyword in LOSS_KEYWORDS:
@@ -601,7 +601,7 @@ BAD_MODEL_VALUES = [
 
 @pytest.mark.parametrize(("family", "key", "value"), BAD_MODEL_VALUES)
 def test_model_configs_refuse_every_bad_value(family, key, value):
-    config_class, _ = MODELS[family]
+    config_class = MODELS[family].config
     with pytest.raises(ToybenchError, match=f"{family}.{key}") as info:
         config_class(**{key: value})
     assert "\n" not in str(info.value)
