@@ -38,7 +38,7 @@ def generator():
 
 @pytest.fixture(scope="module")
 def test_split(generator):
-    return make_split(generator, "test", corr=0.2, n=N_TEST, seed=0, cache=False)
+    return make_split(generator, "test", corr=0.2, n=N_TEST, seed=0)
 
 
 def _model(name: str, generator, images: np.ndarray):
@@ -265,7 +265,7 @@ def test_traversal_rows_are_labelled_with_code_names(generator, test_split):
 @pytest.mark.parametrize("name", ["toy-causal", "pendulum"])
 def test_show_draws_pearson_spearman_and_mi_with_labels_inside_the_figure(name):
     gen = load_generator(name)
-    dataset = make_split(gen, "train", corr=0.3, n=8, seed=0, cache=False)
+    dataset = make_split(gen, "train", corr=0.3, n=8, seed=0)
     fig = contact_sheet(gen, dataset)
     fig.canvas.draw()
     titles = [ax.get_title() for ax in fig.axes]

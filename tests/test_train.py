@@ -662,13 +662,13 @@ def test_memory_check_refuses_huge_data_and_models_with_the_size():
     from toybench.models.vae import VAEConfig
 
     cfg = TrainConfig(n_train=10**12)
-    message = r"train.n_train=1000000000000 .* about 2\.8 PiB for the images \(3x32x32 uint8"
+    message = r"train.n_train=1000000000000 .* about 3\.1 PB for the images \(3x32x32 uint8"
     with pytest.raises(ToybenchError, match=message) as info:
         check_training_memory(cfg, image_shape=(3, 32, 32), n_factors=6, memory=16 * 2**30)
     assert "\n" not in str(info.value)
     big = meta_model("vae", VAEConfig(latent_dim=10**8), image_shape=(3, 32, 32))
     with pytest.raises(ToybenchError, match=r"the model has 77,000,\d{3},\d{3} parameters: "
-                                            r"about 1\.1 TiB"):
+                                            r"about 1\.2 TB"):
         check_training_memory(TrainConfig(), image_shape=(3, 32, 32), n_factors=6, model=big,
                               memory=16 * 2**30)
     small = meta_model("vae", VAEConfig(), image_shape=(3, 32, 32))
