@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -621,3 +624,16 @@ def test_registry_trainable_flag_matches_the_model_class():
     assert set(classes) == set(MODELS)
     for family, entry in MODELS.items():
         assert entry.trainable is classes[family].trainable, family
+
+
+def test_a_meta_device_model_first_does_not_break_real_models():
+    """`train.meta_model` may import a family's modules for the first time inside a
+    `torch.device("meta")` block; module-level tensors must still be real afterwards."""
+    code = ("import torch; from toybench.train import meta_model; "
+            "from toybench.models import build_model, MODELS; "
+            "meta_model('vae', MODELS['vae'].config(), image_shape=(3, 32, 32)); "
+            "net = build_model('vae', MODELS['vae'].config(), image_shape=(3, 32, 32)); "
+            "out = net.loss(torch.rand(2, 3, 32, 32), 0); assert torch.isfinite(out.total)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]

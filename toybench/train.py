@@ -175,20 +175,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         another format, or damaged (naming the first bad entry).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ToybenchError(f"no checkpoint at {path}; cannot resume (run without --resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
-        # torch's own message suggests weights_only=False, which we never do: name the type only.
-        raise ToybenchError(f"checkpoint {path} is unreadable (corrupt, truncated or not a "
-                            f"weights-only checkpoint: {type(err).__name__})") from None
-    if not isinstance(state, dict) or not _IS_INT[0](state.get("format")):
-        raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint")
-    if state["format"] != CHECKPOINT_FORMAT:
-        raise ToybenchError(f"checkpoint {path} has format {state['format']!r}; this toybench "
-                            f"reads format {CHECKPOINT_FORMAT} (start the run again without "
-                            f"--resume)")
+    state = _read_checkpoint(path, "; cannot resume (run without --resume)")
     problem = _structure_problem(state)
     if problem is not None:
         raise _damaged(path, problem)
@@ -242,6 +229,25 @@ def check_resumable(path: str | Path, model: torch.nn.Module, config: TrainConfi
     return state
 
 
+def _read_checkpoint(path: Path, missing_hint: str) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a toybench checkpoint of this format, or one line."""
+    if not path.is_file():
+        raise ToybenchError(f"no checkpoint at {path}{missing_hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        # torch's own message suggests weights_only=False, which we never do: name the type only.
+        raise ToybenchError(f"checkpoint {path} is unreadable (corrupt, truncated or not a "
+                            f"weights-only checkpoint: {type(err).__name__})") from None
+    if not isinstance(state, dict) or not _IS_INT[0](state.get("format")):
+        raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ToybenchError(f"checkpoint {path} has format {state['format']!r}; this toybench "
+                            f"reads format {CHECKPOINT_FORMAT} (start the run again without "
+                            f"--resume)")
+    return state
+
+
 def save_fitted(path: str | Path, model: torch.nn.Module, *, seed: int,
                 meta: Mapping[str, Any]) -> Path:
     """Checkpoint of a model fitted without gradient steps (PCA): its weights and ``meta`` only
@@ -262,16 +268,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         and ``meta`` object.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ToybenchError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise ToybenchError(f"checkpoint {path} is unreadable (corrupt, truncated or not a "
-                            f"weights-only checkpoint: {type(err).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ToybenchError(f"checkpoint {path} is not a toybench checkpoint of format "
-                            f"{CHECKPOINT_FORMAT}")
+    state = _read_checkpoint(path, "")
     weights = state.get("model")
     if not isinstance(weights, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):

@@ -89,7 +89,9 @@ def resolve_arch(arch: str, image_shape: tuple[int, int, int]) -> ConvArch:
 
 
 # Kernel index (into the 4×4 kernel zero-padded to 6×6) for output phase p and 3×3 offset a.
-_SUBPIXEL_TAPS = torch.tensor([[p + 4 - 2 * a for a in range(3)] for p in range(2)])  # (2, 3)
+# On the CPU explicitly: this module may first be imported inside a `torch.device("meta")` block.
+_SUBPIXEL_TAPS = torch.tensor([[p + 4 - 2 * a for a in range(3)] for p in range(2)],
+                              device="cpu")  # (2, 3)
 
 
 def subpixel_conv_transpose(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
