@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import inspect
 import io
 import json
 import math
@@ -38,9 +37,10 @@ import torch
 
 from toybench import __version__
 from toybench.baselines import Baseline, load_baseline
+from toybench.encoders import float_batch
 from toybench.errors import ToybenchError
+from toybench.evaluate import Evaluation, evaluate_model, pca_reference_for, summary_table
 from toybench.io import atomic_write_json, atomic_write_text
-from toybench.plots import mean_image
 from toybench.train import TrainingDiverged, TrainResult, load_checkpoint, train
 
 PROTOCOLS = ("quick", "standard")
@@ -54,8 +54,6 @@ CORR_MEANING = (
     "test_decorrelated uses sigma = inf. The realized Pearson rho and mutual information of every "
     "edge are in data_card.json."
 )
-SUMMARY_KEYS = ("recon.bce", "recon.pca_bce", "recon.bce_vs_pca", "active_units",
-                "dci.disentanglement", "dci.completeness", "dci.informativeness_test", "mig")
 
 
 @dataclass
@@ -254,7 +252,10 @@ def run(
     write_history(run_dir / "history.csv", result.history)
 
     t = time.perf_counter()
-    metrics, artefacts = score_model(net, generator, splits, seed=seed, config=baseline.eval)
+    reference = pca_reference_for(splits, net.n_codes, seed=seed, cache_dir=Path(out) / ".cache")
+    evaluation = evaluate_model(net, generator, splits, seed=seed, config=baseline.eval,
+                                reference=reference, perturbation_images=500 if plots else 0)
+    metrics = dict(evaluation.metrics)
     metrics["train.steps"] = result.steps_done
     metrics["train.nan_skipped_steps"] = result.nan_skipped
     if result.history:
@@ -263,7 +264,7 @@ def run(
 
     if plots:
         t = time.perf_counter()
-        write_plots(run_dir / "plots", net, generator, splits, artefacts)
+        write_plots(run_dir / "plots", net, generator, splits, evaluation)
         timings["plots_seconds"] = time.perf_counter() - t
 
     atomic_write_json(run_dir / "env.json", environment(timings))
@@ -272,103 +273,6 @@ def run(
     summary = summary_table(metrics)
     echo(summary)
     return RunResult(run_dir, metrics, "done", summary, timings)
-
-
-# --------------------------------------------------------------------------------------------
-# Scoring.
-# --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def encode_images(model, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Codes (posterior means) of uint8 images ``(n, C, H, W)`` → ``(n, n_codes)`` float64."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = _float_batch(images[start:start + batch_size])
-        out.append(model.encode(x).float().numpy().astype(np.float64))
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def reconstruct_images(model, codes: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Mean images in [0, 1] decoded from ``codes`` ``(n, L)`` → ``(n, C, H, W)`` float32."""
-    model.eval()
-    out = []
-    for start in range(0, len(codes), batch_size):
-        z = torch.from_numpy(codes[start:start + batch_size]).float()
-        out.append(mean_image(model, z).numpy())
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def _loss_terms(model, images: np.ndarray, seed: int,
-                batch_size: int = 500) -> tuple[float, np.ndarray] | None:
-    """ELBO per image and KL per unit on a split (eval mode, KL weight 1, seeded noise)."""
-    if not hasattr(model, "loss") or not getattr(model, "trainable", True):
-        return None
-    model.eval()
-    gen = torch.Generator().manual_seed(int(seed) + 7919)
-    kwargs = {"generator": gen} if "generator" in inspect.signature(model.loss).parameters else {}
-    elbo, kl_units, n = 0.0, None, 0
-    for start in range(0, len(images), batch_size):
-        x = _float_batch(images[start:start + batch_size])
-        out = model.loss(x, 10**9, kl_weight=1.0, recon_weight=1.0, **kwargs)
-        b = x.shape[0]
-        elbo += -(float(out.recon) + float(out.kl)) * b
-        units = out.kl_per_unit.float().numpy().astype(np.float64) * b
-        kl_units = units if kl_units is None else kl_units + units
-        n += b
-    return elbo / n, kl_units / n
-
-
-def score_model(model, generator, splits: Mapping[str, Any], *, seed: int,
-                config) -> tuple[dict[str, float], dict[str, Any]]:
-    """All scores of a trained model on the evaluation splits, flat ``<split>.<key>`` names.
-
-    Disentanglement scores come from ``toybench.evaluate.evaluate_encoder`` with ``config`` (an
-    ``EvalConfig``); reconstruction
-    errors (per-image BCE and squared error, summed over pixels), the ELBO, and the same errors of
-    a PCA with as many components as the model has codes are added here.
-
-    Returns
-    -------
-    (dict, dict)
-        Metrics, and artefacts for the plots (codes per split, KL per unit).
-    """
-    from toybench.evaluate import evaluate_encoder
-    from toybench.metrics.recon import pca_references, reconstruction_errors
-
-    def encode(images: np.ndarray) -> np.ndarray:
-        return encode_images(model, images)
-
-    eval_sets = {name: splits[name] for name in EVAL_SPLITS}
-    metrics = dict(evaluate_encoder(encode, generator, eval_sets, seed=seed, config=config))
-    artefacts: dict[str, Any] = {"codes": {}, "kl_per_unit": None}
-    train_images = splits["train"].images
-    n_codes = int(model.n_codes)
-    pca_by_split = pca_references(
-        train_images, {name: ds.images for name, ds in eval_sets.items()},
-        min(n_codes, len(train_images)), seed=seed,
-    )
-    for name, ds in eval_sets.items():
-        codes = encode_images(model, ds.images)
-        artefacts["codes"][name] = codes
-        terms = _loss_terms(model, ds.images, seed)
-        errors = reconstruction_errors(ds.images, reconstruct_images(model, codes),
-                                       elbo=None if terms is None else terms[0])
-        pca = pca_by_split[name]
-        metrics[f"{name}.recon.bce"] = errors.bce
-        metrics[f"{name}.recon.mse"] = errors.mse
-        metrics[f"{name}.recon.pca_bce"] = pca.bce
-        metrics[f"{name}.recon.pca_mse"] = pca.mse
-        metrics[f"{name}.recon.bce_vs_pca"] = errors.bce / pca.bce
-        metrics[f"{name}.recon.mse_vs_pca"] = errors.mse / pca.mse if pca.mse > 0 else math.nan
-        if errors.elbo is not None:
-            metrics[f"{name}.elbo"] = errors.elbo
-            if name == "test":
-                artefacts["kl_per_unit"] = terms[1]
-    return metrics, artefacts
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,15 +294,15 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
-                artefacts: Mapping[str, Any]) -> None:
+                evaluation: Evaluation) -> None:
     """The run's figures (PNG): reconstructions, traversals, KL per unit, code histograms,
-    latent scatter by factor, DCI importance, perturbation matrix."""
+    latent scatter by factor, DCI importance, perturbation matrix (the last two and the codes
+    from ``evaluation``: no second DCI fit)."""
     from toybench import plots
-    from toybench.metrics.dci import importance_matrix
 
     test = splits["test"]
-    codes = artefacts["codes"]["test"]
-    x = _float_batch(test.images[:16])
+    codes = evaluation.codes["test"]
+    x = float_batch(test.images[:16])
     with torch.no_grad():
         model.eval()
         plots.save_image_tensor(plots.reconstruction_tensor(model, x),
@@ -408,7 +312,7 @@ def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
             plots.traversal_tensor(model, x[:1], torch.from_numpy(codes).float()),
             folder / "traversals.png", "latent traversals (one row per code, 2-98th percentile)")
     units = model.units() if hasattr(model, "units") else []
-    kl = artefacts.get("kl_per_unit")
+    kl = evaluation.kl_per_unit
     if kl is not None:
         plots.bar_per_unit(kl, units, folder / "kl_per_unit.png",
                            "KL per unit on the test split", "KL (nats)")
@@ -418,27 +322,13 @@ def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
     plots.code_histograms(codes, folder / "activation_histograms.png")
     names = list(generator.concept_names)
     plots.latent_scatter(codes, test.factors, names, folder / "latent_scatter.png")
-    importance, _, _ = importance_matrix(codes, test.factors)
-    plots.heatmap(importance, [f"z{j}" for j in range(codes.shape[1])], names,
+    plots.heatmap(evaluation.importance, [f"z{j}" for j in range(codes.shape[1])], names,
                   folder / "dci_importance.png", "DCI importance (codes x factors), test split")
     code_names = [f"z{j}" for j in range(codes.shape[1])]
-    plots.heatmap(_perturbation(model, test), code_names, code_names,
+    plots.heatmap(evaluation.perturbation, code_names, code_names,
                   folder / "perturbation_matrix.png",
                   "perturbation: mean squared change of code j after z_i + 1, decode, re-encode",
                   cmap="magma")
-
-
-def _perturbation(model, dataset, n: int = 500) -> np.ndarray:
-    """Perturbation matrix (codes × codes) of ``toybench.evaluate.perturbation_matrix_of``."""
-    from toybench.evaluate import perturbation_matrix_of
-
-    def encode(images: np.ndarray) -> np.ndarray:
-        return encode_images(model, images)
-
-    def decode(codes: np.ndarray) -> np.ndarray:
-        return reconstruct_images(model, codes)
-
-    return perturbation_matrix_of(encode, decode, dataset.images[:n])
 
 
 def environment(timings: Mapping[str, float]) -> dict[str, Any]:
@@ -459,33 +349,6 @@ def environment(timings: Mapping[str, float]) -> dict[str, Any]:
         "git_sha": _git_sha(),
         "timings": {k: round(float(v), 3) for k, v in timings.items()},
     }
-
-
-def summary_table(metrics: Mapping[str, Any]) -> str:
-    """A short text table of the headline metrics for both evaluation splits."""
-    width = max(len(k) for k in SUMMARY_KEYS)
-    lines = [f"{'metric':<{width}}  {'test':>10}  {'test_decorrelated':>17}"]
-    for key in SUMMARY_KEYS:
-        cells = [metrics.get(f"{split}.{key}") for split in EVAL_SPLITS]
-        if all(c is None for c in cells):
-            continue
-        lines.append(f"{key:<{width}}  {_fmt(cells[0]):>10}  {_fmt(cells[1]):>17}")
-    if "train.nan_skipped_steps" in metrics:
-        lines.append(f"train: {metrics.get('train.steps')} steps, "
-                     f"{metrics['train.nan_skipped_steps']} skipped (non-finite)")
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _float_batch(images_u8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images_u8)).float().div_(255.0)  # (B, C, H, W)
 
 
 def _git_sha() -> str | None:
