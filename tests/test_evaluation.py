@@ -197,6 +197,19 @@ def test_pca_reference_cache_gives_the_fresh_numbers(splits, tmp_path, monkeypat
     assert json.loads(path.read_text())["references"]["test"]["bce"] == fresh["test"].bce
 
 
+def test_a_given_reference_is_used_and_checked(gen, splits, vae):
+    reference = ev.pca_reference_for(splits, 6, seed=0)
+    e = ev.evaluate_model(vae, gen, splits, seed=0, config=TINY, reference=reference,
+                          perturbation_images=0)
+    assert e.metrics["test.recon.pca_bce"] == reference["test"].bce
+    with pytest.raises(ev.ToybenchError, match="has 3 components; this evaluation needs 6"):
+        ev.evaluate_model(vae, gen, splits, seed=0, config=TINY, perturbation_images=0,
+                          reference=ev.pca_reference_for(splits, 3, seed=0))
+    with pytest.raises(ev.ToybenchError, match=r"not \['test_decorrelated'\]"):
+        ev.evaluate_model(vae, gen, splits, seed=0, config=TINY, perturbation_images=0,
+                          reference={"test": reference["test"]})
+
+
 def test_pca_reference_cache_leaves_odd_paths_alone(splits, tmp_path):
     fresh = ev.pca_reference_for(splits, 6, seed=0)
     key = ev._pca_cache_key(splits, 6, 0)

@@ -48,6 +48,7 @@ from toybench import metrics
 from toybench.errors import ToybenchError
 
 Encode = Callable[[np.ndarray], Any]
+Decode = Callable[[np.ndarray], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -617,8 +618,6 @@ PERTURBATION_IMAGES = 500
 #: model decodes the same batches of 500 codes as it always did.
 DECODE_CHUNK = 1000
 
-Decode = Callable[[np.ndarray], Any]
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Evaluation:
@@ -771,6 +770,9 @@ def _evaluate(encode, generator, splits, *, seed, config, decode, n_codes, elbo,
         raise ToybenchError(f"no split to evaluate: got only {list(splits)}")
     for name, dataset in splits.items():
         _check_concepts(name, dataset, generator)
+    missing = [name for name in eval_sets if reference is not None and name not in reference]
+    if missing:  # fail before the costly part
+        raise ToybenchError(f"the PCA reference has splits {sorted(reference)}, not {missing}")
     out: dict[str, Any] = {}
     codes: dict[str, np.ndarray] = {}
     importance = None
@@ -794,9 +796,11 @@ def _evaluate(encode, generator, splits, *, seed, config, decode, n_codes, elbo,
     if decode is not None:
         if reference is None and TRAIN_SPLIT in splits:
             reference = pca_reference_for(splits, n_codes, seed=seed)
+        n_components = min(n_codes, len(splits[TRAIN_SPLIT].images)) if TRAIN_SPLIT in splits \
+            else n_codes
         for name, dataset in eval_sets.items():
-            out.update(_recon_scores(name, dataset.images, codes[name], decode,
-                                     None if reference is None else _reference_of(reference, name)))
+            pca = None if reference is None else _reference_of(reference, name, n_components)
+            out.update(_recon_scores(name, dataset.images, codes[name], decode, pca))
         main = eval_sets.get(MAIN_SPLIT)
         if main is not None and perturbation_images > 0:
             perturbation = perturbation_matrix_of(
@@ -816,12 +820,13 @@ def _evaluate(encode, generator, splits, *, seed, config, decode, n_codes, elbo,
     return Evaluation(out, codes, kl_per_unit, importance, perturbation)
 
 
-def _reference_of(reference: Mapping[str, Any], split: str):
-    try:
-        return reference[split]
-    except KeyError:
-        raise ToybenchError(f"the PCA reference has splits {sorted(reference)}, not "
-                            f"{split!r}") from None
+def _reference_of(reference: Mapping[str, Any], split: str, n_components: int):
+    """``reference[split]``, checked to have the PCA's ``n_components`` (codes, at most n_train)."""
+    pca = reference[split]
+    if pca.n_components != n_components:
+        raise ToybenchError(f"the PCA reference of split {split!r} has {pca.n_components} "
+                            f"components; this evaluation needs {n_components}")
+    return pca
 
 
 def _recon_scores(split: str, images: np.ndarray, codes: np.ndarray, decode: Decode,
