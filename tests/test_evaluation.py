@@ -93,6 +93,7 @@ def test_evaluation_artefacts_come_from_the_scored_codes(gen, splits, vae, evalu
     assert e.metrics["test.dci.disentanglement"] == dci.disentanglement
     assert e.kl_per_unit.shape == (6,) and (e.kl_per_unit >= 0).all()
     assert e.perturbation.shape == (6, 6) and np.isfinite(e.perturbation).all()
+    assert e.artefacts["codes"] is e.codes and e.artefacts["importance"] is e.importance
 
 
 def test_evaluate_model_scores_equal_the_separate_functions(gen, splits, vae, evaluation):

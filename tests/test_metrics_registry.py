@@ -65,6 +65,11 @@ def test_bounds_and_directions_of_headline_keys():
     assert not info.contains(math.nan) and not info.contains(True) and not info.contains("0.5")
     assert metric_info("test.elbo").contains(-1e9)
     assert metric_info("warnings").contains(["a"]) and not metric_info("warnings").contains([1])
+    assert metric_info("corr").contains("inf") and not metric_info("corr").contains(-1.0)
+    assert metric_info("model").contains("vae") and metric_info("git_sha").contains(None)
+    assert not metric_info("model").contains(1.0)
+    with pytest.raises(ValueError, match="kind"):
+        MetricInfo("x", "info", (None, None), "bad", kind="blob")
 
 
 def test_list_prints_every_registered_key_with_direction_and_bounds():

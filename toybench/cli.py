@@ -90,7 +90,7 @@ def _metric_lines() -> list[tuple[str, str]]:
     lines = []
     for info in METRIC_INFO.values():
         lo, hi = info.bounds
-        bounds = f"[{_bound(lo, '-inf')}, {_bound(hi, 'inf')}]" if info.numeric else "text"
+        bounds = f"[{_bound(lo, '-inf')}, {_bound(hi, 'inf')}]" if info.numeric else info.kind
         lines.append((info.display_key, f"{info.arrow} {bounds:<11} {info.meaning}"))
     return lines
 

@@ -650,6 +650,13 @@ class Evaluation:
         """The collapse warnings of ``metrics["warnings"]``."""
         return tuple(self.metrics.get("warnings", ()))
 
+    @property
+    def artefacts(self) -> dict[str, Any]:
+        """What the run figures take: ``codes`` (per split), ``kl_per_unit``, ``importance``
+        and ``perturbation``, as a plain dict."""
+        return {"codes": self.codes, "kl_per_unit": self.kl_per_unit,
+                "importance": self.importance, "perturbation": self.perturbation}
+
 
 def evaluate_model(
     model,

@@ -39,7 +39,7 @@ from toybench import __version__
 from toybench.baselines import Baseline, load_baseline
 from toybench.encoders import float_batch
 from toybench.errors import ToybenchError
-from toybench.evaluate import Evaluation, evaluate_model, pca_reference_for, summary_table
+from toybench.evaluate import evaluate_model, pca_reference_for, summary_table
 from toybench.io import atomic_write_json, atomic_write_text
 from toybench.train import TrainingDiverged, TrainResult, load_checkpoint, train
 
@@ -264,7 +264,7 @@ def run(
 
     if plots:
         t = time.perf_counter()
-        write_plots(run_dir / "plots", net, generator, splits, evaluation)
+        write_plots(run_dir / "plots", net, generator, splits, evaluation.artefacts)
         timings["plots_seconds"] = time.perf_counter() - t
 
     atomic_write_json(run_dir / "env.json", environment(timings))
@@ -294,14 +294,15 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
-                evaluation: Evaluation) -> None:
+                artefacts: Mapping[str, Any]) -> None:
     """The run's figures (PNG): reconstructions, traversals, KL per unit, code histograms,
-    latent scatter by factor, DCI importance, perturbation matrix (the last two and the codes
-    from ``evaluation``: no second DCI fit)."""
+    latent scatter by factor, DCI importance, perturbation matrix; codes, KL, importance and
+    perturbation come from ``artefacts`` (`toybench.evaluate.Evaluation.artefacts`: no second
+    DCI fit)."""
     from toybench import plots
 
     test = splits["test"]
-    codes = evaluation.codes["test"]
+    codes = artefacts["codes"]["test"]
     x = float_batch(test.images[:16])
     with torch.no_grad():
         model.eval()
@@ -312,7 +313,7 @@ def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
             plots.traversal_tensor(model, x[:1], torch.from_numpy(codes).float()),
             folder / "traversals.png", "latent traversals (one row per code, 2-98th percentile)")
     units = model.units() if hasattr(model, "units") else []
-    kl = evaluation.kl_per_unit
+    kl = artefacts["kl_per_unit"]
     if kl is not None:
         plots.bar_per_unit(kl, units, folder / "kl_per_unit.png",
                            "KL per unit on the test split", "KL (nats)")
@@ -322,10 +323,10 @@ def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
     plots.code_histograms(codes, folder / "activation_histograms.png")
     names = list(generator.concept_names)
     plots.latent_scatter(codes, test.factors, names, folder / "latent_scatter.png")
-    plots.heatmap(evaluation.importance, [f"z{j}" for j in range(codes.shape[1])], names,
+    plots.heatmap(artefacts["importance"], [f"z{j}" for j in range(codes.shape[1])], names,
                   folder / "dci_importance.png", "DCI importance (codes x factors), test split")
     code_names = [f"z{j}" for j in range(codes.shape[1])]
-    plots.heatmap(evaluation.perturbation, code_names, code_names,
+    plots.heatmap(artefacts["perturbation"], code_names, code_names,
                   folder / "perturbation_matrix.png",
                   "perturbation: mean squared change of code j after z_i + 1, decode, re-encode",
                   cmap="magma")

@@ -10,7 +10,8 @@ Directions follow scikit-learn's scorers, which know their sign
 (https://scikit-learn.org/stable/modules/model_evaluation.html): ``"higher"`` or ``"lower"`` is
 better, or ``"info"`` (a count, a reference value or a setting: neither direction is better).
 Bounds are closed intervals ``(lo, hi)``, ``None`` for unbounded. The end-of-run summary,
-``toybench list``, the leaderboard and the gate read all three from here.
+``toybench list``, the leaderboard and the gate read all three from here. The run's identity
+keys (``model``, ``generator``, ``seed``, ...) are registered too, as informational.
 
 >>> metric_info("test.dci.disentanglement").direction
 'higher'
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DIRECTIONS = ("higher", "lower", "info")
+KINDS = ("number", "text", "texts")
 ARROWS = {"higher": "↑", "lower": "↓", "info": "·"}
 
 _UNIT = (0.0, 1.0)
@@ -49,8 +51,10 @@ class MetricInfo:
         One line.
     per_split : bool
         Stored once per evaluation split as ``<split>.<key>`` (scores), or once per run.
-    numeric : bool
-        ``False`` only for ``warnings`` (a list of strings).
+    kind : {"number", "text", "texts"}
+        A number (JSON writes non-finite ones as ``"inf"`` / ``"-inf"`` / ``null``), a string
+        (the run's identity: ``model``, ``generator``, ...; ``null`` where unknown) or a list
+        of strings (``warnings``).
     """
 
     key: str
@@ -58,11 +62,13 @@ class MetricInfo:
     bounds: tuple[float | None, float | None]
     meaning: str
     per_split: bool = True
-    numeric: bool = True
+    kind: str = "number"
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ValueError(f"{self.key}: direction {self.direction!r} not in {DIRECTIONS}")
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.key}: kind {self.kind!r} not in {KINDS}")
         lo, hi = self.bounds
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"{self.key}: bounds {self.bounds} are empty")
@@ -77,10 +83,20 @@ class MetricInfo:
         """The key as it appears in ``metrics.json``: ``<split>.mig``, ``train.steps``."""
         return f"<split>.{self.key}" if self.per_split else self.key
 
+    @property
+    def numeric(self) -> bool:
+        """Whether the key holds a number (scores, counts) rather than text."""
+        return self.kind == "number"
+
     def contains(self, value: Any) -> bool:
-        """Whether ``value`` is a number within the bounds (a non-numeric key: a list of str)."""
-        if not self.numeric:
+        """Whether ``value`` is valid for this key: a number within the bounds (``"inf"`` /
+        ``"-inf"`` as JSON spells them; NaN is not), a string (or None), a list of strings."""
+        if self.kind == "text":
+            return value is None or isinstance(value, str)
+        if self.kind == "texts":
             return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        if value in ("inf", "-inf"):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
         if math.isnan(value):
@@ -171,7 +187,30 @@ def _entries() -> tuple[MetricInfo, ...]:
         m("train.final_loss", "info", _ANY, "training objective at the last logged step (its "
           "scale depends on the model's weights)", per_split=False),
         m("warnings", "info", _ANY, "warnings a researcher needs (posterior collapse, ...), "
-          "a list of strings", per_split=False, numeric=False),
+          "a list of strings", per_split=False, kind="texts"),
+        # the run's identity, beside its scores (written by toybench.runs)
+        m("schema_version", "info", (1.0, None), "version of the meaning of metrics.json's "
+          "identity keys", per_split=False),
+        m("model", "info", _ANY, "baseline name, or external:<name> for your own encoder",
+          per_split=False, kind="text"),
+        m("family", "info", _ANY, "model family (vae, csvae, hvae, pca, external)",
+          per_split=False, kind="text"),
+        m("supervision", "info", _ANY, "what the model was trained with: none, or weak "
+          "(labels N%)", per_split=False, kind="text"),
+        m("generator", "info", _ANY, "the data set's generator", per_split=False, kind="text"),
+        m("spec_hash", "info", _ANY, "SHA-256 of the generator's canonical spec",
+          per_split=False, kind="text"),
+        m("corr", "info", (0.0, None), "training correlation width sigma (inf = independent)",
+          per_split=False),
+        m("seed", "info", _NON_NEGATIVE, "the run seed", per_split=False),
+        m("protocol", "info", _ANY, "protocol of the run (quick, standard, ...)",
+          per_split=False, kind="text"),
+        m("config_hash", "info", _ANY, "first 8 hex digits of the run config's SHA-256",
+          per_split=False, kind="text"),
+        m("toybench_version", "info", _ANY, "toybench version that wrote the file",
+          per_split=False, kind="text"),
+        m("git_sha", "info", _ANY, "git commit of the toybench checkout (null outside one)",
+          per_split=False, kind="text"),
     )
 
 
