@@ -108,10 +108,10 @@ def list_() -> None:
     """List the shipped generators, baselines and metrics, one line each."""
     with _UserErrors():
         for title, lines in LIST_SECTIONS.items():
+            lines = lines()
+            width = max([16, *(len(name) for name, _ in lines)])
             click.echo(f"{title}:")
-            rows = lines()
-            width = max([16, *(len(name) for name, _ in rows)])
-            for name, line in rows:
+            for name, line in lines:
                 click.echo(f"  {name:<{width}} {line}")
 
 
