@@ -28,6 +28,16 @@ TINY = dataclasses.replace(  # small interventional scores; QUICK in the one slo
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _data_root(tmp_path_factory):
+    """Any data cache goes to a temporary folder (main has none; its make_split has no cache
+    argument, so the tests do not pass one)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TOYBENCH_DATA_ROOT", str(tmp_path_factory.mktemp("data")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="module")
 def gen():
     return load_generator("toy-causal")
@@ -36,8 +46,7 @@ def gen():
 @pytest.fixture(scope="module")
 def splits(gen):
     sizes = {"train": 400, "test": N_TEST, "test_decorrelated": N_TEST}
-    return {name: make_split(gen, name, corr=0.3, n=n, seed=0, cache=False)
-            for name, n in sizes.items()}
+    return {name: make_split(gen, name, corr=0.3, n=n, seed=0) for name, n in sizes.items()}
 
 
 def _model(gen, family="vae", **config):
@@ -281,7 +290,7 @@ def test_readme_beta8_example_warns_of_collapse(gen):
         "model.beta=8", "train.steps=100", "train.n_train=1000", "train.n_test=300",
         "train.kl_warmup_steps=30"])
     data = {name: make_split(gen, name, corr=0.4, n=b.train.n_train if name == "train"
-                             else b.train.n_test, seed=1, cache=False)
+                             else b.train.n_test, seed=1)
             for name in ("train", "test", "test_decorrelated")}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

@@ -76,8 +76,13 @@ def test_list_prints_every_registered_key_with_direction_and_bounds():
     result = CliRunner().invoke(main, ["list"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    section = lines[lines.index("metrics:") + 1:]
+    section = []
+    for line in lines[lines.index("metrics:") + 1:]:
+        if not line.startswith("  "):
+            break  # the next section's title
+        section.append(line)
     shown = {line.split()[0]: line for line in section}
+    assert len(shown) == len(section) == len(METRIC_INFO)
     for info in METRIC_INFO.values():
         line = shown[info.display_key]
         assert f" {info.arrow} " in line and info.meaning in line
