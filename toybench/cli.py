@@ -84,10 +84,21 @@ def _baseline_lines() -> list[tuple[str, str]]:
     return baseline_summaries()
 
 
-def _metric_lines() -> list[tuple[str, str]]:
-    from toybench.metrics import METRICS
+def _bound(value: float | None, unbounded: str) -> str:
+    return unbounded if value is None else f"{value:g}"
 
-    return [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in METRICS.items()]
+
+def _metric_lines() -> list[tuple[str, str]]:
+    """Every key of ``metrics.json``: direction (↑ higher / ↓ lower is better, · neither),
+    bounds and meaning, from `toybench.metrics.METRIC_INFO`."""
+    from toybench.metrics import METRIC_INFO
+
+    lines = []
+    for info in METRIC_INFO.values():
+        lo, hi = info.bounds
+        bounds = f"[{_bound(lo, '-inf')}, {_bound(hi, 'inf')}]" if info.numeric else info.kind
+        lines.append((info.display_key, f"{info.arrow} {bounds:<11} {info.meaning}"))
+    return lines
 
 
 def _setting_lines() -> list[tuple[str, str]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import io
 import json
 import math
@@ -40,9 +39,11 @@ import numpy as np
 import torch
 
 from toybench import __version__, seeds
+from toybench.encoders import encode_images
 from toybench.errors import ToybenchError
+from toybench.evaluate import evaluate_model, pca_reference_for, summary_table
 from toybench.io import atomic_save_npz, atomic_write_json, atomic_write_text
-from toybench.plots import mean_image
+from toybench.plots import write_run_plots
 from toybench.rundir import (
     EVAL_SPLITS,
     RunDir,
@@ -68,8 +69,6 @@ from toybench.train import (
 
 PROTOCOLS = ("quick", "standard")
 SCHEMA_VERSION = 1  # of metrics.json's identity keys; bump when their meaning changes
-SUMMARY_KEYS = ("recon.bce", "recon.pca_bce", "recon.bce_vs_pca", "active_units",
-                "dci.disentanglement", "dci.completeness", "dci.informativeness_test", "mig")
 
 
 @dataclass
@@ -270,9 +269,17 @@ def _status_on_exit(run_dir: RunDir, resume: str | None, echo: Callable[[str], N
 
 def _existing(run_dir: RunDir, echo: Callable[[str], None]) -> RunResult:
     metrics = _read_json(run_dir.metrics)
+    summary = summary_table(metrics)
     echo(f"run already done: {run_dir.path} (metrics.json exists); pass --force to run it "
          f"again")
-    return RunResult(run_dir.path, metrics, "existing")
+    echo(summary)
+    return RunResult(run_dir.path, metrics, "existing", summary)
+
+
+def reference_cache(out: str | Path) -> Path:
+    """Where runs under ``out`` keep their PCA references (``<out>/.cache``): the reference does
+    not depend on the model, so every run on the same data reuses one fit."""
+    return Path(out) / ".cache"
 
 
 def _one_line(err: Any) -> str:
@@ -336,8 +343,11 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
          + (f" ({result.images_per_second:,.0f} images/s)" if net.trainable else " (fitted)"))
 
     t = time.perf_counter()
-    metrics, artefacts = score_model(net, generator, splits, seed=spec.seed,
-                                     config=baseline.eval)
+    reference = pca_reference_for(splits, net.n_codes, seed=seeds.torch_seed(spec.seed, "pca"),
+                                  cache_dir=reference_cache(run_dir.path.parent))
+    evaluation = evaluate_model(net, generator, splits, seed=spec.seed, config=baseline.eval,
+                                reference=reference, perturbation_images=500 if plots else 0)
+    metrics = dict(evaluation.metrics)
     metrics["train.steps"] = result.steps_done
     metrics["train.nan_skipped_steps"] = result.nan_skipped
     if result.history:
@@ -347,7 +357,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
 
     if plots:
         t = time.perf_counter()
-        write_plots(run_dir.plots, net, generator, splits, artefacts)
+        write_run_plots(run_dir.plots, net, generator, splits["test"], evaluation.artefacts)
         timings["plots_seconds"] = time.perf_counter() - t
         echo(f"{clock} plots  {len(list(run_dir.plots.glob('*.png')))} figures in "
              f"{timings['plots_seconds']:.1f} s")
@@ -482,7 +492,7 @@ class LoadedRun:
                                 f"takes (n, {', '.join(map(str, expected))})")
         if images.dtype != np.uint8:
             raise ToybenchError(f"images must be uint8 0..255, got {images.dtype}")
-        return encode_images(self.model, images)
+        return encode_images(self.model, images)  # toybench.encoders: eval mode, batches of 500
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -654,103 +664,6 @@ def _eval_fields(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Scoring.
-# --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def encode_images(model, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Codes (posterior means) of uint8 images ``(n, C, H, W)`` → ``(n, n_codes)`` float64."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = _float_batch(images[start:start + batch_size])
-        out.append(model.encode(x).float().numpy().astype(np.float64))
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def reconstruct_images(model, codes: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Mean images in [0, 1] decoded from ``codes`` ``(n, L)`` → ``(n, C, H, W)`` float32."""
-    model.eval()
-    out = []
-    for start in range(0, len(codes), batch_size):
-        z = torch.from_numpy(codes[start:start + batch_size]).float()
-        out.append(mean_image(model, z).numpy())
-    return np.concatenate(out)
-
-
-@torch.no_grad()
-def _loss_terms(model, images: np.ndarray, seed: int,
-                batch_size: int = 500) -> tuple[float, np.ndarray] | None:
-    """ELBO per image and KL per unit on a split (eval mode, KL weight 1, seeded noise)."""
-    if not hasattr(model, "loss") or not getattr(model, "trainable", True):
-        return None
-    model.eval()
-    gen = torch.Generator().manual_seed(int(seed) + 7919)
-    kwargs = {"generator": gen} if "generator" in inspect.signature(model.loss).parameters else {}
-    elbo, kl_units, n = 0.0, None, 0
-    for start in range(0, len(images), batch_size):
-        x = _float_batch(images[start:start + batch_size])
-        out = model.loss(x, 10**9, kl_weight=1.0, recon_weight=1.0, **kwargs)
-        b = x.shape[0]
-        elbo += -(float(out.recon) + float(out.kl)) * b
-        units = out.kl_per_unit.float().numpy().astype(np.float64) * b
-        kl_units = units if kl_units is None else kl_units + units
-        n += b
-    return elbo / n, kl_units / n
-
-
-def score_model(model, generator, splits: Mapping[str, Any], *, seed: int,
-                config) -> tuple[dict[str, float], dict[str, Any]]:
-    """All scores of a trained model on the evaluation splits, flat ``<split>.<key>`` names.
-
-    Disentanglement scores come from ``toybench.evaluate.evaluate_encoder`` with ``config`` (an
-    ``EvalConfig``); reconstruction
-    errors (per-image BCE and squared error, summed over pixels), the ELBO, and the same errors of
-    a PCA with as many components as the model has codes are added here.
-
-    Returns
-    -------
-    (dict, dict)
-        Metrics, and artefacts for the plots (codes per split, KL per unit).
-    """
-    from toybench.evaluate import evaluate_encoder
-    from toybench.metrics.recon import pca_references, reconstruction_errors
-
-    def encode(images: np.ndarray) -> np.ndarray:
-        return encode_images(model, images)
-
-    eval_sets = {name: splits[name] for name in EVAL_SPLITS}
-    metrics = dict(evaluate_encoder(encode, generator, eval_sets, seed=seed, config=config))
-    artefacts: dict[str, Any] = {"codes": {}, "kl_per_unit": None}
-    train_images = splits["train"].images
-    n_codes = int(model.n_codes)
-    pca_by_split = pca_references(
-        train_images, {name: ds.images for name, ds in eval_sets.items()},
-        min(n_codes, len(train_images)), seed=seed,
-    )
-    for name, ds in eval_sets.items():
-        codes = encode_images(model, ds.images)
-        artefacts["codes"][name] = codes
-        terms = _loss_terms(model, ds.images, seed)
-        errors = reconstruction_errors(ds.images, reconstruct_images(model, codes),
-                                       elbo=None if terms is None else terms[0])
-        pca = pca_by_split[name]
-        metrics[f"{name}.recon.bce"] = errors.bce
-        metrics[f"{name}.recon.mse"] = errors.mse
-        metrics[f"{name}.recon.pca_bce"] = pca.bce
-        metrics[f"{name}.recon.pca_mse"] = pca.mse
-        metrics[f"{name}.recon.bce_vs_pca"] = errors.bce / pca.bce
-        metrics[f"{name}.recon.mse_vs_pca"] = errors.mse / pca.mse if pca.mse > 0 else math.nan
-        if errors.elbo is not None:
-            metrics[f"{name}.elbo"] = errors.elbo
-            if name == "test":
-                artefacts["kl_per_unit"] = terms[1]
-    return metrics, artefacts
-
-
-# --------------------------------------------------------------------------------------------
 # Files.
 # --------------------------------------------------------------------------------------------
 
@@ -766,27 +679,6 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     for row in history:
         writer.writerow([_csv_value(row.get(c, "")) for c in columns])
     atomic_write_text(path, buffer.getvalue())
-
-
-def write_plots(folder: Path, model, generator, splits: Mapping[str, Any],
-                artefacts: Mapping[str, Any]) -> None:
-    """The run's figures: ``toybench.plots.write_run_plots`` on the test split."""
-    from toybench.plots import write_run_plots
-
-    write_run_plots(folder, model, generator, splits["test"], artefacts)
-
-
-def _perturbation(model, dataset, n: int = 500) -> np.ndarray:
-    """Perturbation matrix (codes × codes) of ``toybench.evaluate.perturbation_matrix_of``."""
-    from toybench.evaluate import perturbation_matrix_of
-
-    def encode(images: np.ndarray) -> np.ndarray:
-        return encode_images(model, images)
-
-    def decode(codes: np.ndarray) -> np.ndarray:
-        return reconstruct_images(model, codes)
-
-    return perturbation_matrix_of(encode, decode, dataset.images[:n])
 
 
 def environment(timings: Mapping[str, float]) -> dict[str, Any]:
@@ -807,33 +699,6 @@ def environment(timings: Mapping[str, float]) -> dict[str, Any]:
         "git_sha": _git_sha(),
         "timings": {k: round(float(v), 3) for k, v in timings.items()},
     }
-
-
-def summary_table(metrics: Mapping[str, Any]) -> str:
-    """A short text table of the headline metrics for both evaluation splits."""
-    width = max(len(k) for k in SUMMARY_KEYS)
-    lines = [f"{'metric':<{width}}  {'test':>10}  {'test_decorrelated':>17}"]
-    for key in SUMMARY_KEYS:
-        cells = [metrics.get(f"{split}.{key}") for split in EVAL_SPLITS]
-        if all(c is None for c in cells):
-            continue
-        lines.append(f"{key:<{width}}  {_fmt(cells[0]):>10}  {_fmt(cells[1]):>17}")
-    if "train.nan_skipped_steps" in metrics:
-        lines.append(f"train: {metrics.get('train.steps')} steps, "
-                     f"{metrics['train.nan_skipped_steps']} skipped (non-finite)")
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _float_batch(images_u8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images_u8)).float().div_(255.0)  # (B, C, H, W)
 
 
 def _git_sha() -> str | None:

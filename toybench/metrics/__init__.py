@@ -9,13 +9,17 @@ disentanglement_lib, MIG uses every row (it has no test set), modularity the tra
 test rows serve explicitness), DCI, SAP and explicitness fit on train and score both.
 
 ``METRICS`` maps a name to a function ``(codes, factors) -> float | NamedTuple``; `score` runs
-the standard set and returns a flat ``dict[str, float]``. Importing this package loads neither
+the standard set and returns a flat ``dict[str, float]``. ``METRIC_INFO`` (`registry`) says, for
+every key a run's ``metrics.json`` can hold, its direction, bounds and meaning; `metric_info`
+resolves a full key (``test.consistency.hue``) to its entry. Importing this package loads neither
 torch nor scikit-learn (estimators are imported when first used).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import numpy as np
 
 from toybench.metrics._common import MIN_ROWS, N_BINS, check_inputs, n_train_rows
 from toybench.metrics.dci import BACKENDS as DCI_BACKENDS
@@ -36,10 +40,12 @@ from toybench.metrics.recon import (
     ReconErrors,
     bce_per_image,
     bce_with_logits_per_image,
+    errors_per_image,
     mse_per_image,
     pca_reference,
     reconstruction_errors,
 )
+from toybench.metrics.registry import METRIC_INFO, MetricInfo, metric_info
 from toybench.metrics.sap import sap, sap_matrix
 from toybench.metrics.units import ACTIVE_THRESHOLD, ActiveUnits, active_units, kl_per_unit
 
@@ -96,13 +102,26 @@ def score(
     >>> round(scores["mig"], 1), scores["active_units"]
     (1.0, 2.0)
     """
+    return score_with_importance(
+        codes, factors, dci_backend=dci_backend, active_threshold=active_threshold
+    )[0]
+
+
+def score_with_importance(
+    codes,
+    factors,
+    *,
+    dci_backend: str = "fast",
+    active_threshold: float = ACTIVE_THRESHOLD,
+) -> tuple[dict[str, float], np.ndarray]:
+    """`score` and the DCI importance matrix ``(L, K)`` of the same fit (for the figures)."""
     if dci_backend not in DCI_BACKENDS:
         raise KeyError(f"unknown DCI backend {dci_backend!r}; valid: {sorted(DCI_BACKENDS)}")
     codes, factors = check_inputs(codes, factors)
     dci_result = dci(codes, factors, backend=dci_backend)
     explicit = explicitness(codes, factors)
     units = active_units(codes, threshold=active_threshold)
-    return {
+    scores = {
         "mig": mig(codes, factors),
         "sap": sap(codes, factors),
         "modularity": modularity(codes, factors),
@@ -115,18 +134,21 @@ def score(
         "active_units": float(units.n_active),
         "active_units.fraction": units.fraction,
     }
+    return scores, dci_result.importance
 
 
 __all__ = [
     "ACTIVE_THRESHOLD",
     "DCI_BACKENDS",
     "METRICS",
+    "METRIC_INFO",
     "MIN_ROWS",
     "N_BINS",
     "ActiveUnits",
     "Assignment",
     "DCIResult",
     "Explicitness",
+    "MetricInfo",
     "PCAReference",
     "ReconErrors",
     "active_units",
@@ -138,10 +160,12 @@ __all__ = [
     "dag_leakage",
     "dci",
     "disentanglement",
+    "errors_per_image",
     "explicitness",
     "get_metric",
     "intervention_consistency",
     "kl_per_unit",
+    "metric_info",
     "mi_matrix",
     "mig",
     "modularity",
@@ -156,4 +180,5 @@ __all__ = [
     "sap",
     "sap_matrix",
     "score",
+    "score_with_importance",
 ]

@@ -17,22 +17,34 @@ import numpy as np
 _EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before taking logs
 
 
-def _as_unit_images(images, *, name: str) -> np.ndarray:
-    """``(n, ...)`` images as float64 in [0, 1]: uint8 is divided by 255, floats are checked."""
+def _check_unit_images(images, *, name: str) -> np.ndarray:
+    """``(n, ...)`` uint8 images, or floats checked to be finite and in [0, 1] (not converted)."""
     arr = np.asarray(images)
     if arr.ndim < 2:
         raise ValueError(f"{name} must be (n, ...) images, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} has shape {arr.shape}: no images")
     if arr.dtype == np.uint8:
-        return arr.astype(np.float64) / 255.0
+        return arr
     if not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(f"{name} with shape {arr.shape} must be uint8 or float, got {arr.dtype}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} with shape {arr.shape} contains NaN or inf")
     if arr.min() < 0 or arr.max() > 1:
         raise ValueError(f"{name} with shape {arr.shape} has values outside [0, 1]")
+    return arr
+
+
+def _to_unit_float(arr: np.ndarray) -> np.ndarray:
+    """float64 copy on the [0, 1] scale: uint8 is divided by 255, anything else converted."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float64) / 255.0
     return arr.astype(np.float64)
+
+
+def _as_unit_images(images, *, name: str) -> np.ndarray:
+    """``(n, ...)`` images as float64 in [0, 1]: uint8 is divided by 255, floats are checked."""
+    return _to_unit_float(_check_unit_images(images, name=name))
 
 
 def _check_pair(target, recon) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +53,42 @@ def _check_pair(target, recon) -> tuple[np.ndarray, np.ndarray]:
     if recon.shape != target.shape:
         raise ValueError(f"target has shape {target.shape} but reconstruction has {recon.shape}")
     return target, recon
+
+
+#: Images per chunk of the per-image errors: float64 temporaries of a few MB (cache-sized)
+#: instead of whole-split arrays of hundreds of MB. Each image's sum is reduced on its own row,
+#: so the values do not depend on the chunk size.
+CHUNK_IMAGES = 64
+
+
+def _per_image(target, recon, *, bce: bool, mse: bool, name: str):
+    """Per-image BCE and/or squared error ``(n,)``, computed ``CHUNK_IMAGES`` images at a time.
+
+    BCE needs the reconstruction in [0, 1]; the squared error alone only needs it finite.
+    """
+    target = _check_unit_images(target, name="target")
+    recon = np.asarray(recon)
+    if recon.shape != target.shape:
+        raise ValueError(f"target has shape {target.shape} but reconstruction has {recon.shape}")
+    if bce:
+        recon = _check_unit_images(recon, name=name)
+    elif recon.dtype != np.uint8 and not np.isfinite(recon).all():
+        raise ValueError(f"{name} with shape {recon.shape} contains NaN or inf")
+    n = len(target)
+    bce_out = np.empty(n) if bce else None
+    mse_out = np.empty(n) if mse else None
+    for start in range(0, n, CHUNK_IMAGES):
+        rows = slice(start, start + CHUNK_IMAGES)
+        x = _to_unit_float(target[rows])  # (m, C, H, W) float64
+        r = _to_unit_float(recon[rows])
+        m = len(x)
+        if mse_out is not None:
+            mse_out[rows] = np.square(x - r).reshape(m, -1).sum(axis=1)
+        if bce_out is not None:
+            p = np.clip(r, _EPS, 1 - _EPS)
+            terms = x * np.log(p) + (1 - x) * np.log1p(-p)
+            bce_out[rows] = -terms.reshape(m, -1).sum(axis=1)
+    return bce_out, mse_out
 
 
 def bce_per_image(target, recon_probs) -> np.ndarray:
@@ -64,10 +112,7 @@ def bce_per_image(target, recon_probs) -> np.ndarray:
     >>> bce_per_image(x, np.array([[[[0.5, 0.5]]]])).round(4).tolist()
     [1.3863]
     """
-    target, recon = _check_pair(target, recon_probs)
-    probs = np.clip(_as_unit_images(recon, name="recon_probs"), _EPS, 1 - _EPS)
-    terms = target * np.log(probs) + (1 - target) * np.log1p(-probs)
-    return -terms.reshape(len(target), -1).sum(axis=1)
+    return _per_image(target, recon_probs, bce=True, mse=False, name="recon_probs")[0]
 
 
 def bce_with_logits_per_image(target, logits) -> np.ndarray:
@@ -100,12 +145,22 @@ def mse_per_image(target, recon) -> np.ndarray:
     >>> mse_per_image(np.array([[[[0.0, 1.0]]]]), np.array([[[[0.5, 0.5]]]])).tolist()
     [0.5]
     """
-    target, recon = _check_pair(target, recon)
-    recon = _as_unit_images(recon, name="recon") if recon.dtype == np.uint8 else recon
-    recon = np.asarray(recon, dtype=np.float64)
-    if not np.isfinite(recon).all():
-        raise ValueError(f"reconstruction with shape {recon.shape} contains NaN or inf")
-    return np.square(target - recon).reshape(len(target), -1).sum(axis=1)
+    return _per_image(target, recon, bce=False, mse=True, name="reconstruction")[1]
+
+
+def errors_per_image(target, recon_probs) -> tuple[np.ndarray, np.ndarray]:
+    """`bce_per_image` and `mse_per_image` in one pass over the images: ``(n,)`` each.
+
+    Parameters
+    ----------
+    target : (n, C, H, W) uint8 or float in [0, 1]
+    recon_probs : (n, C, H, W) float in [0, 1] (or uint8)
+
+    Returns
+    -------
+    (bce (n,), mse (n,)) float arrays, equal to the two functions' values bit for bit.
+    """
+    return _per_image(target, recon_probs, bce=True, mse=True, name="recon_probs")
 
 
 class ReconErrors(NamedTuple):
@@ -132,11 +187,8 @@ def reconstruction_errors(target, recon_probs, *, elbo: float | None = None) -> 
     """
     if elbo is not None and not np.isfinite(elbo):
         raise ValueError(f"elbo must be finite, got {elbo}")
-    return ReconErrors(
-        float(bce_per_image(target, recon_probs).mean()),
-        float(mse_per_image(target, recon_probs).mean()),
-        None if elbo is None else float(elbo),
-    )
+    bce, mse = errors_per_image(target, recon_probs)
+    return ReconErrors(float(bce.mean()), float(mse.mean()), None if elbo is None else float(elbo))
 
 
 class PCAReference(NamedTuple):
@@ -200,10 +252,9 @@ def pca_references(
             )
         x_test = test.reshape(len(test), -1)  # (n_test, D)
         recon = np.clip(pca.inverse_transform(pca.transform(x_test)), 0.0, 1.0).reshape(test.shape)
+        bce, mse = errors_per_image(test, recon)
         references[name] = PCAReference(
-            n_components,
-            float(bce_per_image(test, recon).mean()),
-            float(mse_per_image(test, recon).mean()),
+            n_components, float(bce.mean()), float(mse.mean()),
             float(pca.explained_variance_ratio_.sum()),
         )
     return references
