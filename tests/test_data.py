@@ -157,7 +157,7 @@ def test_run_without_a_home_folder(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.name != ".cache"]
     assert (run_dir / "metrics.json").is_file()
 
 
