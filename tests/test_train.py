@@ -893,7 +893,7 @@ def test_cli_run_at_max_seed_then_resume_from_a_damaged_checkpoint(tmp_path, mon
             str(tmp_path / "out"), *[item for o in tiny for item in ("--set", o)]]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    [run_dir] = (tmp_path / "out").iterdir()
+    [run_dir] = [p for p in (tmp_path / "out").iterdir() if p.name != ".cache"]
     assert f"-s{MAX_SEED}-" in run_dir.name and (run_dir / "ckpt" / "last.pt").is_file()
     (run_dir / "metrics.json").unlink()  # an unfinished run...
     ckpt = run_dir / "ckpt" / "last.pt"
