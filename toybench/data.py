@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from toybench import seeds
 from toybench.errors import ToybenchError, check_allocation
 from toybench.io import atomic_save_npz, atomic_write_bytes, check_output
 from toybench.scm import DAG, SCM, Generator, Root, corr_label, data_card, parse_corr
 from toybench.specs import load_generator
 
 SPLITS = ("train", "test", "test_decorrelated")
-_SEED_TAGS = {"train": 0, "test": 1, "test_decorrelated": 2, "interventional": 3}
 FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
@@ -95,8 +95,8 @@ def sample_bytes(gen: Generator) -> int:
 
 
 def split_rng(seed: int, split: str) -> np.random.Generator:
-    """The random stream of one split: ``SeedSequence([seed, tag])`` with a fixed tag per split."""
-    return np.random.default_rng(np.random.SeedSequence([seed, _SEED_TAGS[split]]))
+    """The random stream of one split (`toybench.seeds`: ``SeedSequence([seed, tag])``)."""
+    return seeds.numpy_rng(seed, f"data.{split}")
 
 
 def make_split(

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from toybench import seeds
+
 #: Images (or codes) per forward pass.
 BATCH_SIZE = 500
 #: The step passed to ``model.loss`` in the ELBO pass: past every warm-up and schedule.
@@ -73,7 +75,7 @@ def elbo_terms(model, images: np.ndarray, *, seed: int,
     means are weighted by batch size.
     """
     model.eval()
-    generator = torch.Generator().manual_seed(int(seed) + 7919)  # the ELBO's noise stream
+    generator = seeds.torch_generator(seed, "elbo")  # the ELBO's noise stream
     elbo, kl_units, n = 0.0, None, 0
     for start in range(0, len(images), batch_size):
         x = float_batch(images[start : start + batch_size])  # (B, C, H, W)

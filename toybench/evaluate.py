@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from toybench import metrics
+from toybench import metrics, seeds
 from toybench.errors import ToybenchError, check_allocation
 
 Encode = Callable[[np.ndarray], Any]
@@ -587,7 +587,7 @@ def _split_scores(
         graph, latent_of_concept = _graph_scores(codes, dataset.factors, generator)
     scores.update(graph)
     if split in config.intervention_splits:
-        rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
+        rng = seeds.numpy_rng(seed, f"eval.{split}")
         corr = float(dataset.corr)
         fvae = _factor_vae_score(book, corr, rng, config)
         bvae = _beta_vae_score(book, corr, rng, config)
@@ -1288,7 +1288,7 @@ def score_codes_file(
     try:
         codes, factors = metrics.check_inputs(codes, factors)
         if shuffle_seed is not None:
-            order = np.random.default_rng(int(shuffle_seed)).permutation(len(codes))
+            order = seeds.numpy_rng(int(shuffle_seed), "shuffle").permutation(len(codes))
             codes, factors = codes[order], factors[order]
         problem = row_order_problem(factors)
         if problem is not None:

@@ -16,10 +16,12 @@ purpose           derivation                                             used by
 ``init``          ``torch.manual_seed(seed)`` (inside ``fork_rng``)      initial weights (runs)
 ``batches``       ``torch.Generator`` seeded ``seed * 1_000_003 + epoch``  batch order (train)
 ``noise``         ``torch.Generator`` seeded ``seed``                    reparameterization (train)
+``torch``         ``torch.manual_seed(seed)`` (inside ``fork_rng``)      torch's default RNG (train)
 ``supervision``   numpy ``default_rng([seed, 0x5EED])``                  labelled subset (train)
 ``eval.<split>``  numpy ``default_rng([seed, crc32(split)])``            evaluation batches, pairs
 ``elbo``          ``torch.Generator`` seeded ``seed + 7919``             ELBO pass of the evaluation
 ``pca``           ``seed`` (scikit-learn ``random_state``)               PCA reference (evaluation)
+``shuffle``       numpy ``default_rng(seed)``                            ``score --shuffle-seed``
 ================  =====================================================  =========================
 
 The PCA *baseline* uses a fixed SVD seed of its own (``toybench.models.pca``), so PCA codes do
@@ -53,10 +55,12 @@ PURPOSES = {
     "init": "the model's initial weights",
     "batches": "the order of training batches (one permutation per epoch)",
     "noise": "the reparameterization noise during training",
+    "torch": "torch's default generator during training (anything not given its own)",
     "supervision": "which training images are labelled (CSVAE's weak supervision)",
     "eval": "FactorVAE / BetaVAE batches and counterfactual pairs, per evaluation split",
     "elbo": "the sampling noise of the evaluation's ELBO pass",
     "pca": "the randomized SVD of the PCA reference",
+    "shuffle": "toybench score --shuffle-seed: the row permutation (seeded by that option)",
 }
 
 
@@ -95,7 +99,9 @@ def numpy_rng(seed: int, purpose: str) -> np.random.Generator:
         return np.random.default_rng([seed, _SUPERVISION_TAG])
     if kind == "eval" and split:
         return np.random.default_rng([seed, zlib.crc32(split.encode())])
-    valid = [f"data.{s}" for s in DATA_TAGS] + ["supervision", "eval.<split>"]
+    if purpose == "shuffle":
+        return np.random.default_rng(seed)
+    valid = [f"data.{s}" for s in DATA_TAGS] + ["supervision", "eval.<split>", "shuffle"]
     raise KeyError(f"no numpy stream for purpose {purpose!r}; valid: {', '.join(valid)}")
 
 
@@ -109,14 +115,14 @@ def torch_seed(seed: int, purpose: str, index: int = 0) -> int:
         For a purpose that has no integer seed (the message lists the valid ones).
     """
     seed = int(seed)
-    if purpose in ("init", "noise", "pca"):
+    if purpose in ("init", "noise", "torch", "pca"):
         return seed
     if purpose == "elbo":
         return seed + _ELBO_OFFSET
     if purpose == "batches":
         return seed * _BATCH_STRIDE + int(index)
-    raise KeyError(f"no integer seed for purpose {purpose!r}; valid: init, noise, elbo, batches, "
-                   "pca")
+    raise KeyError(f"no integer seed for purpose {purpose!r}; valid: init, noise, torch, elbo, "
+                   "batches, pca")
 
 
 def torch_generator(seed: int, purpose: str, index: int = 0):

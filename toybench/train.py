@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from toybench import seeds
 from toybench.configs import KL_SCHEDULES as KL_SCHEDULES  # re-exported
 from toybench.configs import PRECISIONS as PRECISIONS
 from toybench.configs import TrainConfig as TrainConfig
@@ -589,7 +590,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     batch_size = min(batch_size, n)
     per_epoch = n // batch_size
     epoch, k = divmod(step, per_epoch)
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+    gen = seeds.torch_generator(seed, "batches", epoch)
     perm = torch.randperm(n, generator=gen)  # (n,)
     return perm[k * batch_size:(k + 1) * batch_size]
 
@@ -740,11 +741,11 @@ def train(
     optimizer = _make_optimizer(model, config)
     # The reparameterization noise comes from this generator (saved in every checkpoint);
     # anything else drawing from torch's default RNG is covered by fork_rng.
-    noise_gen = torch.Generator().manual_seed(int(seed))
+    noise_gen = seeds.torch_generator(seed, "noise")
     loss_kwargs: dict[str, Any] = {"generator": noise_gen}
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seeds.torch_seed(seed, "torch"))
         state = (TrainState(model, optimizer, noise_gen) if checkpoint is None else
                  TrainState.from_checkpoint(checkpoint, model, optimizer, noise_gen))
         start = state.step
@@ -930,7 +931,7 @@ def _supervision_labels(factors: np.ndarray | None, fraction: float,
     if factors is None or fraction <= 0.0:
         return None
     n = factors.shape[0]
-    rng = np.random.default_rng([int(seed), 0x5EED])
+    rng = seeds.numpy_rng(seed, "supervision")
     labelled = rng.permutation(n)[: int(round(fraction * n))]
     out = np.full(factors.shape, -1, dtype=np.int64)  # (n, K)
     out[labelled] = factors[labelled]
