@@ -33,8 +33,9 @@ PLOTS = ("reconstructions", "traversals", "kl_per_unit", "activation_histograms"
 def _run(out: Path, model="vae", **kw):
     kw.setdefault("overrides", TINY)
     kw.setdefault("plots", False)
+    kw.setdefault("echo", lambda _line: None)
     return runs.run(model, corr=kw.pop("corr", 0.2), seed=kw.pop("seed", 1), protocol="quick",
-                    out=out, echo=lambda _line: None, **kw)
+                    out=out, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,28 @@ def test_run_folder_layout(done_run):
     assert ckpt["step"] == 4
 
 
+def test_final_scores_reach_tensorboard_as_scalars_and_hparams(done_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(done_run.run_dir / "tb"), size_guidance={"scalars": 0}).Reload()
+    tags = events.Tags()["scalars"]
+    assert "score/test/dci.disentanglement" in tags and "score/test_decorrelated/mig" in tags
+    (final,) = events.Scalars("score/test/mig")
+    assert final.step == 4 and final.value == pytest.approx(done_run.metrics["test.mig"])
+    assert any("hparams" in tag for tag in events.summary_metadata)
+
+
+def test_the_run_prints_one_line_per_phase_and_where_its_results_are(tmp_path):
+    lines: list[str] = []
+    _run(tmp_path, echo=lines.append, plots=True)
+    text = "\n".join(lines)
+    for phase in ("run ", "data ", "train  vae", "train  step 2/4", "train  done", "score ",
+                  "plots ", "done "):
+        assert phase in text, phase
+    assert all(line.startswith("[") for line in lines if " s] " in line)
+    assert "plots:" in text and "tensorboard --logdir" in text
+
+
 def test_metrics_are_flat_per_split_with_pca_reference(done_run):
     m = json.loads((done_run.run_dir / "metrics.json").read_text())
     for split in ("test", "test_decorrelated"):
@@ -96,11 +119,17 @@ def test_interrupted_run_needs_resume_and_resumes_exactly(done_run, tmp_path, mo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runs, "train", interrupted)
+    lines: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path)
+        _run(tmp_path, echo=lines.append)
     monkeypatch.undo()
     run_dir = tmp_path / done_run.run_dir.name
     assert not (run_dir / "metrics.json").exists()
+    # Ctrl-C says how to resume, and status.json records it
+    assert lines[-1].startswith("interrupted (Ctrl-C); resume with: toybench run --model vae")
+    assert lines[-1].endswith("--resume")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["exit_code"] == 130
     with pytest.raises(ToybenchError, match="unfinished run.*--resume"):
         _run(tmp_path)
     resumed = _run(tmp_path, resume=True)
