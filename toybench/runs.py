@@ -343,6 +343,8 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
          + (f" ({result.images_per_second:,.0f} images/s)" if net.trainable else " (fitted)"))
 
     t = time.perf_counter()
+    echo(f"{clock} score  {', '.join(EVAL_SPLITS)}: reconstruction, disentanglement, "
+         f"graph-aware and interventional scores ...")
     reference = pca_reference_for(splits, net.n_codes, seed=seeds.torch_seed(spec.seed, "pca"),
                                   cache_dir=reference_cache(run_dir.path.parent))
     evaluation = evaluate_model(net, generator, splits, seed=spec.seed, config=baseline.eval,
@@ -353,7 +355,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
     if result.history:
         metrics["train.final_loss"] = result.history[-1]["loss"]
     timings["eval_seconds"] = time.perf_counter() - t
-    echo(f"{clock} score  {', '.join(EVAL_SPLITS)} in {timings['eval_seconds']:.1f} s")
+    echo(f"{clock} score  done in {timings['eval_seconds']:.1f} s")
 
     if plots:
         t = time.perf_counter()
