@@ -13,6 +13,7 @@ from toybench.metrics import (
     intervention_consistency,
     mse_per_image,
     pairwise_entanglement,
+    pairwise_entanglement_threshold,
     pca_reference,
     perturbation_matrix,
     reconstruction_errors,
@@ -55,36 +56,38 @@ def test_assignment_with_fewer_latents_than_concepts():
 # --- pairwise entanglement ---------------------------------------------------------------------
 
 
-def test_entanglement_zero_for_separate_latents():
+def test_threshold_entanglement_zero_for_separate_latents():
     factors = _factors([4, 4])
-    assert pairwise_entanglement(factors.astype(float), factors, [(0, 1)])[0] < 0.01
+    assert pairwise_entanglement_threshold(factors.astype(float), factors, [(0, 1)])[0] < 0.01
 
 
-def test_entanglement_one_for_a_shared_latent():
+def test_threshold_entanglement_one_for_a_shared_latent():
     factors = _factors([4, 4])
     shared = (factors[:, 0] * 4 + factors[:, 1]).astype(float)  # 16 values, one per bin
     codes = np.c_[shared, np.random.default_rng(2).normal(size=4000)]
-    assert pairwise_entanglement(codes, factors, [(0, 1)])[0] == pytest.approx(1.0)
+    assert pairwise_entanglement_threshold(codes, factors, [(0, 1)])[0] == pytest.approx(1.0)
 
 
-def test_entanglement_half_when_the_shared_latent_holds_half_of_b():
+def test_threshold_entanglement_half_when_the_shared_latent_holds_half_of_b():
     factors = _factors([4, 4], n=20000)
     # z0 = (a, high bit of b): Ĩ(z0; a) = 1, Ĩ(z0; b) = 1 bit / 2 bits; z1 = b alone
     codes = np.c_[factors[:, 0] * 2 + factors[:, 1] // 2, factors[:, 1]].astype(float)
-    assert pairwise_entanglement(codes, factors, [(0, 1)])[0] == pytest.approx(0.5, abs=0.01)
+    value = pairwise_entanglement_threshold(codes, factors, [(0, 1)])[0]
+    assert value == pytest.approx(0.5, abs=0.01)
 
 
-def test_entanglement_known_matrix_and_chains():
+def test_threshold_entanglement_known_matrix_and_chains():
     # a shares latent 1 weakly with b (0.3), b shares latent 2 with c (0.4), a and c share none
     matrix = np.array([[0.9, 0.2, 0.0], [0.3, 0.8, 0.0], [0.0, 0.4, 0.7]])
     factors = _factors([2, 2, 2], n=20)
     codes = np.arange(60.0).reshape(20, 3)
     pairs = [(0, 1), (1, 2), (0, 2), (2, 0)]
-    values = pairwise_entanglement(codes, factors, pairs, matrix=matrix)
+    values = pairwise_entanglement_threshold(codes, factors, pairs, matrix=matrix)
     # (0, 2) is joined only through b: min(0.3, 0.4); the score is symmetric
     np.testing.assert_allclose(values, [0.3, 0.4, 0.3, 0.3])
     blocks = np.array([[0.9, 0.0], [0.0, 0.9]])  # disjoint latents: never connected
-    assert pairwise_entanglement(codes[:, :2], factors[:, :2], [(0, 1)], matrix=blocks)[0] == 0.0
+    value = pairwise_entanglement_threshold(codes[:, :2], factors[:, :2], [(0, 1)], matrix=blocks)
+    assert value[0] == 0.0
 
 
 def _merge_threshold_by_sweep(matrix, a, b):
@@ -108,7 +111,7 @@ def _merge_threshold_by_sweep(matrix, a, b):
     return 0.0
 
 
-def test_entanglement_equals_the_threshold_sweep():
+def test_threshold_entanglement_equals_the_threshold_sweep():
     rng = np.random.default_rng(4)
     factors = _factors([2, 2, 2, 2, 2], n=20)
     for trial in range(20):
@@ -116,12 +119,12 @@ def test_entanglement_equals_the_threshold_sweep():
         matrix = rng.random((n_latents, 5)) * (rng.random((n_latents, 5)) < 0.5)
         codes = rng.normal(size=(20, n_latents))
         pairs = [(a, b) for a in range(5) for b in range(5) if a != b]
-        values = pairwise_entanglement(codes, factors, pairs, matrix=matrix)
+        values = pairwise_entanglement_threshold(codes, factors, pairs, matrix=matrix)
         expected = [_merge_threshold_by_sweep(matrix, a, b) for a, b in pairs]
         np.testing.assert_array_equal(values, expected)
 
 
-def test_entanglement_rises_with_correlation_of_the_data():
+def test_threshold_entanglement_rises_with_correlation_of_the_data():
     # an oracle encoder (z = factors) reads as entangled only where the data are correlated
     rng = np.random.default_rng(5)
     a = rng.integers(0, 8, 8000)
@@ -129,24 +132,100 @@ def test_entanglement_rises_with_correlation_of_the_data():
     b = np.where(copy, a, rng.integers(0, 8, 8000))
     correlated = np.c_[a, b]
     independent = _factors([8, 8], n=8000)
-    high = pairwise_entanglement(correlated.astype(float), correlated, [(0, 1)])[0]
-    low = pairwise_entanglement(independent.astype(float), independent, [(0, 1)])[0]
+    high = pairwise_entanglement_threshold(correlated.astype(float), correlated, [(0, 1)])[0]
+    low = pairwise_entanglement_threshold(independent.astype(float), independent, [(0, 1)])[0]
     assert low < 0.01 < 0.4 < high < 1.0
 
 
-def test_entanglement_rejects_bad_pairs_and_matrices():
+def test_threshold_entanglement_rejects_bad_pairs_and_matrices():
     factors = _factors([4, 4])
     codes = factors.astype(float)
     with pytest.raises(ValueError, match="distinct"):
-        pairwise_entanglement(codes, factors, [(0, 0)])
+        pairwise_entanglement_threshold(codes, factors, [(0, 0)])
     with pytest.raises(ValueError, match="distinct"):
-        pairwise_entanglement(codes, factors, [(0, 2)])
+        pairwise_entanglement_threshold(codes, factors, [(0, 2)])
     with pytest.raises(ValueError, match="expected"):
-        pairwise_entanglement(codes, factors, [(0, 1)], matrix=np.ones((3, 2)))
+        pairwise_entanglement_threshold(codes, factors, [(0, 1)], matrix=np.ones((3, 2)))
     with pytest.raises(ValueError, match="negative"):
-        pairwise_entanglement(codes, factors, [(0, 1)], matrix=-np.ones((2, 2)))
+        pairwise_entanglement_threshold(codes, factors, [(0, 1)], matrix=-np.ones((2, 2)))
     with pytest.raises(ValueError, match="NaN"):
-        pairwise_entanglement(codes, factors, [(0, 1)], matrix=np.full((2, 2), np.nan))
+        pairwise_entanglement_threshold(codes, factors, [(0, 1)], matrix=np.full((2, 2), np.nan))
+
+
+# --- calibrated pairwise entanglement (the headline) ------------------------------------------
+
+
+def _xyc(n=10000):
+    """Three independent uniform 32-level factors x, y, c, as in the docstring's known answers."""
+    f = np.random.default_rng(0).integers(0, 32, size=(n, 3))
+    return f, f[:, 0], f[:, 1], f[:, 2]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected", "threshold"),
+    [
+        ("separate", 0.0, 0.008),
+        ("rotated", 1.0, 0.137),
+        ("bijective", 1.0, 0.022),
+        ("third_shares_y", 0.003, 0.010),
+        ("chain_through_c", 0.006, 0.022),
+        ("rotated_plus_c", 0.999, 0.137),
+        ("dead_unit_holds_both", 0.0, 0.137),
+    ],
+)
+def test_entanglement_known_answers(case, expected, threshold):
+    f, x, y, c = _xyc()
+    codes = {
+        "separate": np.c_[x, y],
+        "rotated": np.c_[x + y, x - y],
+        "bijective": (32 * x + y)[:, None],
+        "third_shares_y": np.c_[x, 32 * c + y],
+        "chain_through_c": np.c_[32 * x + c, 32 * y + c],
+        "rotated_plus_c": np.c_[x + y, x - y, c],
+        "dead_unit_holds_both": np.c_[x, y, 0.001 * (x + y)],
+    }[case].astype(float)
+    score = pairwise_entanglement(codes, f, [(0, 1)])[0]
+    assert score == pytest.approx(expected, abs=0.005)
+    assert pairwise_entanglement_threshold(codes, f, [(0, 1)])[0] == pytest.approx(
+        threshold, abs=0.0005
+    )
+
+
+def test_entanglement_third_factor_never_raises_a_pair():
+    f, x, y, c = _xyc()
+    for base in (np.c_[x, y], np.c_[x + y, x - y]):
+        alone = pairwise_entanglement(base.astype(float), f, [(0, 1)])[0]
+        for extra in (c, 32 * c + x, x + c):
+            with_c = pairwise_entanglement(np.c_[base, extra].astype(float), f, [(0, 1)])[0]
+            assert with_c <= alone + 0.01
+
+
+def test_entanglement_dead_units_counted_only_when_asked():
+    f, x, y, _ = _xyc()
+    codes = np.c_[x, y, 1e-4 * (32 * x + y)].astype(float)  # unit 2: Var ≈ 0.0009 < 0.01
+    assert pairwise_entanglement(codes, f, [(0, 1)])[0] < 0.01
+    everything = np.ones(3, dtype=bool)
+    assert pairwise_entanglement(codes, f, [(0, 1)], active=everything)[0] > 0.3
+    with pytest.raises(ValueError, match="bool mask"):
+        pairwise_entanglement(codes, f, [(0, 1)], active=[1, 1, 1])
+
+
+def test_entanglement_no_active_units_and_unencoded_concepts_score_zero():
+    f, x, y, _ = _xyc(4000)
+    assert pairwise_entanglement(np.zeros((4000, 2)), f, [(0, 1)])[0] == 0.0
+    noise = np.random.default_rng(1).normal(size=(4000, 2))  # active, encodes nothing
+    assert pairwise_entanglement(noise, f, [(0, 1), (1, 2)]).max() < 0.2
+
+
+def test_entanglement_rises_with_correlation_of_the_data():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 8, 8000)
+    b = np.where(rng.random(8000) < 0.8, a, rng.integers(0, 8, 8000))
+    correlated = np.c_[a, b]
+    independent = _factors([8, 8], n=8000)
+    high = pairwise_entanglement(correlated.astype(float), correlated, [(0, 1)])[0]
+    low = pairwise_entanglement(independent.astype(float), independent, [(0, 1)])[0]
+    assert low < 0.01 < 0.5 < high <= 1.0
 
 
 # --- DAG leakage -------------------------------------------------------------------------------

@@ -545,17 +545,21 @@ def perturbation_matrix_of(
 
 
 def _graph_scores(codes, factors, generator) -> tuple[dict[str, float], np.ndarray]:
-    """Assignment, pairwise entanglement over DAG edges and DAG leakage, with concept names."""
+    """Assignment, pairwise entanglement (calibrated headline and Träuble-style threshold) over
+    DAG edges and DAG leakage, with concept names."""
     names = list(generator.concept_names)
     assignment = metrics.concept_assignment(codes, factors)
     out = {"assignment": assignment.score}
     edges = list(generator.dag.edges)
     if edges:
         pairs = [(names.index(a), names.index(b)) for a, b in edges]
-        values = metrics.pairwise_entanglement(codes, factors, pairs)
-        for (a, b), value in zip(edges, values, strict=True):
+        values = metrics.pairwise_entanglement(codes, factors, pairs)  # active units only
+        threshold = metrics.pairwise_entanglement_threshold(codes, factors, pairs)
+        for (a, b), value, old in zip(edges, values, threshold, strict=True):
             out[f"entanglement.{a}-{b}"] = float(value)
+            out[f"entanglement_threshold.{a}-{b}"] = float(old)
         out["entanglement"] = float(values.mean())
+        out["entanglement_threshold"] = float(threshold.mean())
     parents = [[names.index(p) for p in generator.dag.parents(name)] for name in names]
     leakage = metrics.dag_leakage(codes, factors, parents)
     for k, value in leakage.items():

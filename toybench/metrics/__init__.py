@@ -32,6 +32,8 @@ from toybench.metrics.graph import (
     intervention_consistency,
     mi_matrix,
     pairwise_entanglement,
+    pairwise_entanglement_threshold,
+    shared_information_matrix,
 )
 from toybench.metrics.mig import mig, normalized_mutual_info
 from toybench.metrics.modularity import Explicitness, explicitness, modularity
@@ -173,6 +175,8 @@ __all__ = [
     "n_train_rows",
     "normalized_mutual_info",
     "pairwise_entanglement",
+    "pairwise_entanglement_threshold",
+    "shared_information_matrix",
     "pca_reference",
     "perturbation_matrix",
     "reconstruction_errors",

@@ -133,10 +133,14 @@ def _entries() -> tuple[MetricInfo, ...]:
         # graph-aware scores (toybench.metrics.graph via toybench.evaluate)
         m("assignment", "higher", _UNIT, "mean normalized MI I(z; c) / H(c) of the latents "
           "matched one-to-one to the concepts (Hungarian assignment)"),
-        m("entanglement", "lower", _UNIT, "mean pairwise entanglement over the DAG's edges "
-          "(Träuble et al. 2021; 0 = separable)"),
-        m("entanglement.<a>-<b>", "lower", _UNIT, "how hard concepts a -> b are to separate "
-          "through the latents: MI threshold at which they share a component"),
+        m("entanglement", "lower", _UNIT, "mean calibrated pairwise entanglement over the "
+          "DAG's edges (0 = separable, 1 = shared or rotated codes; active units only)"),
+        m("entanglement.<a>-<b>", "lower", _UNIT, "share of what the active units know about "
+          "the less-encoded of a, b that sits in units which also know the other"),
+        m("entanglement_threshold", "lower", _UNIT, "mean Träuble et al. 2021 threshold "
+          "entanglement over the DAG's edges (for comparison with the paper)"),
+        m("entanglement_threshold.<a>-<b>", "lower", _UNIT, "normalized-MI threshold at which "
+          "concepts a and b first share a component of the factor-latent graph"),
         m("leakage", "lower", _UNIT, "mean DAG leakage over the concepts with parents"),
         m("leakage.<c>", "lower", _UNIT, "share of c's latent's uncertainty given c that c's "
           "parents explain: I(z_c; pa(c) | c) / H(z_c | c)"),
