@@ -228,6 +228,27 @@ def test_entanglement_rises_with_correlation_of_the_data():
     assert low < 0.01 < 0.5 < high <= 1.0
 
 
+def test_assignment_and_leakage_give_dead_units_no_credit():
+    f, x, y, _ = _xyc(4000)
+    # unit 0 dead copy of x (Var ≈ 8e-5); unit 1 a noisy, active copy of x; unit 2 y
+    noisy = x + np.random.default_rng(3).normal(0, 3, 4000)
+    codes = np.c_[1e-4 * x, noisy, y].astype(float)
+    factors = f[:, :2]
+    active = np.array([False, True, True])
+    everyone = concept_assignment(codes, factors)
+    alive = concept_assignment(codes, factors, active=active)
+    assert everyone.latent_of_concept[0] == 0 and alive.latent_of_concept[0] == 1
+    assert alive.score < everyone.score
+    # y's latent is unit 2 either way and leaks nothing; with no active unit, leakage is 0
+    assert dag_leakage(codes, factors, [[], [0]], active=active)[1] < 0.05
+    assert dag_leakage(codes, factors, [[], [0]], active=np.zeros(3, bool)) == {1: 0.0}
+    # the dead unit holds child and parent and beats the noisy active copy of the child
+    mixed = np.c_[1e-4 * (32 * y + x), y + np.random.default_rng(4).normal(0, 3, 4000)]
+    assert dag_leakage(mixed, factors, [[], [0]])[1] > 0.5
+    alive_only = dag_leakage(mixed, factors, [[], [0]], active=np.array([False, True]))[1]
+    assert alive_only == dag_leakage(mixed[:, 1:], factors, [[], [0]])[1] < 0.5
+
+
 # --- DAG leakage -------------------------------------------------------------------------------
 
 

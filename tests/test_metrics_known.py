@@ -14,6 +14,7 @@ from toybench.metrics import (
     explicitness,
     kl_per_unit,
     mig,
+    mig_active,
     modularity,
     n_train_rows,
     sap,
@@ -145,6 +146,26 @@ def test_mig_uses_every_row():
     noisy = codes + np.random.default_rng(1).normal(0, 0.5, codes.shape)
     order = np.random.default_rng(2).permutation(1000)
     assert mig(noisy[order], factors[order]) == pytest.approx(mig(noisy, factors), abs=1e-12)
+
+
+def test_mig_active_ignores_a_dead_runner_up():
+    # a dead copy of factor 0 (Var ≈ 1e-6 · Var(f0) < 0.01) is the runner-up of factor 0 and
+    # halves the reference MIG; the active-only variant does not count it
+    factors = _factors([10, 10], n=4000)
+    codes = np.c_[factors, 1e-3 * factors[:, 0]].astype(float)
+    assert mig(codes, factors) < 0.6
+    assert mig_active(codes, factors) >= 0.9
+    assert mig_active(codes[:, :2], factors) == pytest.approx(mig(codes[:, :2], factors))
+    assert mig_active(codes, factors, active=np.ones(3, bool)) == mig(codes, factors)
+
+
+def test_mig_active_edge_cases():
+    factors = _factors([4, 4], n=1000)
+    assert mig_active(np.zeros((1000, 3)), factors) == 0.0  # no active unit
+    one = np.c_[factors[:, :1], np.zeros(1000)].astype(float)  # one active unit: its NMI
+    assert mig_active(one, factors) == pytest.approx(mig(one[:, :1], factors))
+    with pytest.raises(ValueError, match="bool mask"):
+        mig_active(one, factors, active=[True])
 
 
 # --- SAP ---------------------------------------------------------------------------------------

@@ -548,12 +548,14 @@ def _graph_scores(codes, factors, generator) -> tuple[dict[str, float], np.ndarr
     """Assignment, pairwise entanglement (calibrated headline and Träuble-style threshold) over
     DAG edges and DAG leakage, with concept names."""
     names = list(generator.concept_names)
-    assignment = metrics.concept_assignment(codes, factors)
+    # toybench's own scores, no reference to match: dead units (Var <= 0.01) earn no credit
+    active = metrics.active_units(codes).active  # (L,)
+    assignment = metrics.concept_assignment(codes, factors, active=active)
     out = {"assignment": assignment.score}
     edges = list(generator.dag.edges)
     if edges:
         pairs = [(names.index(a), names.index(b)) for a, b in edges]
-        values = metrics.pairwise_entanglement(codes, factors, pairs)  # active units only
+        values = metrics.pairwise_entanglement(codes, factors, pairs, active=active)
         threshold = metrics.pairwise_entanglement_threshold(codes, factors, pairs)
         for (a, b), value, old in zip(edges, values, threshold, strict=True):
             out[f"entanglement.{a}-{b}"] = float(value)
@@ -561,7 +563,7 @@ def _graph_scores(codes, factors, generator) -> tuple[dict[str, float], np.ndarr
         out["entanglement"] = float(values.mean())
         out["entanglement_threshold"] = float(threshold.mean())
     parents = [[names.index(p) for p in generator.dag.parents(name)] for name in names]
-    leakage = metrics.dag_leakage(codes, factors, parents)
+    leakage = metrics.dag_leakage(codes, factors, parents, active=active)
     for k, value in leakage.items():
         out[f"leakage.{names[k]}"] = value
     if leakage:

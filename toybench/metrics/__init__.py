@@ -35,7 +35,7 @@ from toybench.metrics.graph import (
     pairwise_entanglement_threshold,
     shared_information_matrix,
 )
-from toybench.metrics.mig import mig, normalized_mutual_info
+from toybench.metrics.mig import mig, mig_active, normalized_mutual_info
 from toybench.metrics.modularity import Explicitness, explicitness, modularity
 from toybench.metrics.recon import (
     PCAReference,
@@ -79,7 +79,8 @@ def score(
 ) -> dict[str, float]:
     """The standard scores of ``codes`` against ``factors`` as one flat dict of floats.
 
-    Keys: ``mig``, ``sap``, ``modularity``, ``explicitness_train``, ``explicitness_test``,
+    Keys: ``mig`` (reference-compatible: all codes), ``mig.active`` (active units only),
+    ``sap``, ``modularity``, ``explicitness_train``, ``explicitness_test``,
     ``dci.disentanglement``, ``dci.completeness``, ``dci.informativeness_train``,
     ``dci.informativeness_test``, ``active_units`` (count of active units) and
     ``active_units.fraction``. Rows used by each score are documented in its function.
@@ -125,6 +126,7 @@ def score_with_importance(
     units = active_units(codes, threshold=active_threshold)
     scores = {
         "mig": mig(codes, factors),
+        "mig.active": mig_active(codes, factors, active=units.active),
         "sap": sap(codes, factors),
         "modularity": modularity(codes, factors),
         "explicitness_train": explicit.train,
@@ -170,6 +172,7 @@ __all__ = [
     "metric_info",
     "mi_matrix",
     "mig",
+    "mig_active",
     "modularity",
     "mse_per_image",
     "n_train_rows",

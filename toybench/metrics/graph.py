@@ -99,8 +99,13 @@ class Assignment(NamedTuple):
     matrix: np.ndarray  # (L, K) the matrix that was matched
 
 
-def concept_assignment(codes, factors, *, matrix=None, n_bins: int = N_BINS) -> Assignment:
+def concept_assignment(
+    codes, factors, *, matrix=None, active=None, n_bins: int = N_BINS
+) -> Assignment:
     """Match every concept to a distinct latent, maximizing the summed normalized MI.
+
+    With ``active`` ((L,) bool) the rows of the other (dead) units are zeroed before matching,
+    so a dead unit earns no credit (it may still be matched, at 0, when too few are active).
 
     Parameters
     ----------
@@ -108,6 +113,8 @@ def concept_assignment(codes, factors, *, matrix=None, n_bins: int = N_BINS) -> 
     factors : (n, K) array of integer levels
     matrix : (L, K) array, optional
         A non-negative association matrix to match on instead (e.g. DCI importances).
+    active : (L,) bool array, optional
+        Units allowed to earn credit; default all of them.
     n_bins : int
 
     Returns
@@ -122,6 +129,8 @@ def concept_assignment(codes, factors, *, matrix=None, n_bins: int = N_BINS) -> 
     [1, 0]
     """
     matrix = _association_matrix(codes, factors, matrix, n_bins)
+    if active is not None:
+        matrix = np.where(_active_mask(np.asarray(codes), active)[:, None], matrix, 0.0)
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(matrix, maximize=True)
@@ -364,15 +373,20 @@ def conditional_leakage(latent: np.ndarray, concept: np.ndarray, parents: np.nda
 
 
 def dag_leakage(
-    codes, factors, parents: Sequence[Sequence[int]], *, n_bins: int = N_BINS
+    codes, factors, parents: Sequence[Sequence[int]], *, active=None, n_bins: int = N_BINS
 ) -> dict[int, float]:
     """DAG leakage of every concept that has parents (see the module docstring).
+
+    With ``active`` ((L,) bool) each concept's latent is the best *active* one; with no active
+    unit there is no latent to leak into and every leakage is 0.
 
     Parameters
     ----------
     codes : (n, L) array of floats
     factors : (n, K) array of integer levels
     parents : length-K sequence; ``parents[k]`` lists the factor columns of concept k's parents
+    active : (L,) bool array, optional
+        Units that may be a concept's latent; default all of them.
     n_bins : int
 
     Returns
@@ -394,6 +408,8 @@ def dag_leakage(
         )
     discrete = histogram_discretize(codes, n_bins)
     nmi = discrete_mutual_info(discrete, factors) / discrete_entropy(factors)[None, :]
+    mask = np.ones(codes.shape[1], dtype=bool) if active is None else _active_mask(codes, active)
+    nmi = np.where(mask[:, None], nmi, -1.0)  # a dead unit is never the best latent
     out = {}
     for k, pa in enumerate(parents):
         pa = [int(p) for p in pa]
@@ -403,6 +419,9 @@ def dag_leakage(
             raise ValueError(
                 f"parents[{k}] = {pa} must be other columns in [0, {factors.shape[1]})"
             )
+        if not mask.any():
+            out[k] = 0.0
+            continue
         best = int(np.argmax(nmi[:, k]))
         out[k] = conditional_leakage(discrete[:, best], factors[:, k], factors[:, pa])
     return out

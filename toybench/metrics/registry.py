@@ -111,6 +111,8 @@ def _entries() -> tuple[MetricInfo, ...]:
         # toybench.metrics.score (disentanglement_lib's families)
         m("mig", "higher", _UNIT, "Mutual Information Gap (Chen et al. 2018): mean over "
           "concepts of the gap between the two most informative codes, / H(c)"),
+        m("mig.active", "higher", _UNIT, "MIG over the active units only (Var > 0.01): dead "
+          "units cannot be the runner-up; 0 when no unit is active"),
         m("sap", "higher", _UNIT, "Separated Attribute Predictability (Kumar et al. 2018): "
           "mean gap between the two codes that best predict each concept"),
         m("modularity", "higher", _UNIT, "modularity (Ridgeway & Zemel 2018): how much each "
