@@ -4,6 +4,7 @@ allowed; extends, user paths and the spec hash."""
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from toybench.errors import ToybenchError
@@ -324,3 +325,15 @@ def test_over_long_generator_name_or_path_is_one_line(tmp_path):
         with pytest.raises(ToybenchError) as err:
             load_generator(text)
         assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+
+
+def test_dsprites_pairs_32_is_dsprites_pairs_at_32_pixels():
+    small, full = load_generator("dsprites-pairs-32"), load_generator("dsprites-pairs")
+    assert (small.size, full.size) == (32, 64)
+    assert small.concept_names == full.concept_names
+    assert sorted(small.dag.edges) == sorted(full.dag.edges)
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    np.testing.assert_array_equal(small.sample_factors(500, rng_a, corr=0.2),
+                                  full.sample_factors(500, rng_b, corr=0.2))
+    factors = small.sample_factors(4, np.random.default_rng(1), corr=0.2)
+    assert small.render(factors).shape[-2:] == (32, 32)
