@@ -1101,8 +1101,10 @@ def evaluate_encoder(
     For each ``split, dataset`` (a `toybench.data.Dataset`: uint8 ``images``, ``factors`` in the
     generator's concept order, ``corr``): the dataset's images are encoded and scored with
     `toybench.metrics.score` (keys ``"<split>.mig"``, ``"<split>.dci.disentanglement"``, ...),
-    the Hungarian assignment score, pairwise entanglement of every DAG edge and the DAG leakage of
-    every concept with parents. On the splits in ``config.intervention_splits`` the
+    the Hungarian assignment score, pairwise entanglement of every DAG edge (``entanglement.*``:
+    calibrated, active units only; ``entanglement_threshold.*``: Träuble et al.'s threshold
+    score, all units) and the DAG leakage of every concept with parents (active units only).
+    On the splits in ``config.intervention_splits`` the
     generator-based scores follow, sampled at the split's σ: ``factor_vae.*``, ``beta_vae.*`` and
     ``consistency*``.
 
