@@ -365,7 +365,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
              f"{timings['plots_seconds']:.1f} s")
 
     metrics = {k: json_number(v) for k, v in sorted(metrics.items())}
-    metrics = {**run_identity(spec, config), **metrics}
+    metrics = {**run_identity(config), **metrics}
     log_final_scores(run_dir.tb, result.steps_done, metrics, _hparams(spec, config))
     atomic_write_json(run_dir.env, environment(timings))
     atomic_write_json(run_dir.metrics, metrics)
@@ -380,20 +380,25 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
     return RunResult(run_dir.path, metrics, "done", summary, timings)
 
 
-def run_identity(spec: RunSpec, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity keys at the top of ``metrics.json`` (no dots, unlike score keys)."""
+def run_identity(config: Mapping[str, Any], *,
+                 supervision_text: str | None = None) -> dict[str, Any]:
+    """The identity keys at the top of ``metrics.json`` (no dots, unlike score keys), all read
+    from the run's ``config.json``; ``supervision_text`` overrides `supervision` (external
+    encoders say what they were trained with)."""
+    from toybench.rundir import config_hash
+
     model = config["model"]
     return {
         "schema_version": SCHEMA_VERSION,
         "model": model["baseline"],
         "family": model["family"],
-        "supervision": supervision(config),
+        "supervision": supervision_text if supervision_text is not None else supervision(config),
         "generator": config["data"]["generator"],
         "spec_hash": config["data"]["spec_hash"],
-        "corr": json_number(float(spec.corr)),
-        "seed": spec.seed,
+        "corr": config["spec"]["corr"],  # a number, or "inf"
+        "seed": config["seed"],
         "protocol": config["protocol"],
-        "config_hash": spec.hash,
+        "config_hash": config_hash(config),
         "toybench_version": __version__,
         "git_sha": _git_sha(),
     }
@@ -613,7 +618,7 @@ def score_encoder(
     """
     from toybench.data import make_split
     from toybench.evaluate import EvalConfig, evaluate_functions
-    from toybench.rundir import config_hash, external_config, run_name
+    from toybench.rundir import external_config, run_name
 
     config = external_config(name, data, corr, seed, protocol)
     spec = config["spec"]
@@ -642,14 +647,7 @@ def score_encoder(
                                             config=EvalConfig(**_eval_fields(config["eval"])),
                                             decode=decode)
             echo(f"{clock} score  {', '.join(EVAL_SPLITS)}")
-            identity = {
-                "schema_version": SCHEMA_VERSION, "model": f"external:{name}",
-                "family": "external", "supervision": supervision,
-                "generator": generator.name, "spec_hash": generator.spec_hash,
-                "corr": spec["corr"], "seed": spec["seed"], "protocol": protocol,
-                "config_hash": config_hash(config), "toybench_version": __version__,
-                "git_sha": _git_sha(),
-            }
+            identity = run_identity(config, supervision_text=supervision)
             scores = {k: json_number(v) for k, v in sorted(evaluation.metrics.items())}
             metrics = {**identity, **scores}
             atomic_write_json(run_dir.env, environment({}))
