@@ -193,6 +193,9 @@ def execute(
     if resume and force:
         raise ToybenchError("--resume and --force exclude each other")
     spec.check()  # every value resolved and validated before anything is written
+    run_dir = RunDir.of(spec, out)
+    if not force and run_dir.state() == "done":  # nothing to build or check for a done run
+        return _existing(run_dir, echo)
     baseline = load_baseline_for(spec)
     generator = load_generator_cached(spec.generator)
     meta = model_meta(baseline, generator)
@@ -200,9 +203,6 @@ def execute(
     check_training_memory(baseline.train, image_shape=generator.image_shape,
                           n_factors=len(generator.concepts),
                           model=meta_model(family, model_config, **build_args))
-    run_dir = RunDir.of(spec, out)
-    if not force and run_dir.state() == "done":
-        return _existing(run_dir, echo)
     net = _build(meta, spec.seed)
     resumable = net.trainable and run_dir.ckpt.exists()
     if force:
