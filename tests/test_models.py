@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from toybench.baselines import baseline_names, load_baseline
+from toybench.configs import effective_beta
 from toybench.errors import ToybenchError
 from toybench.models import MODELS, Fittable, LossOutput, Model, build_model, model_config
 from toybench.models.common import kl_normal, kl_standard_normal, log_normal
@@ -257,12 +258,29 @@ def test_same_generator_same_loss(name):
 
 def test_vae_objective_is_recon_plus_weighted_kl():
     x, _ = _batch()
-    model = _build("beta-vae")
-    assert model.config.beta == 4.0
+    model = _build("beta-vae", beta_normalized=False)
+    assert model.config.beta == 4.0 and model.beta == 4.0
     out = model.loss(x, 0, kl_weight=0.25, recon_weight=2.0, generator=_gen())
     torch.testing.assert_close(out.total, 2.0 * out.recon + 0.25 * 4.0 * out.kl)
     out = model.loss(x, 0, kl_weight=0.0, generator=_gen())
     torch.testing.assert_close(out.total, out.recon)
+
+
+@pytest.mark.parametrize("family", ["vae", "csvae", "hvae"])
+def test_normalized_beta_scales_with_the_number_of_input_values(family):
+    """Higgins et al.'s β per input value: given at 64x64x1, 1/4 of it at 32x32x1, 3/4 at
+    3x32x32; the loss uses the scaled value and the plain ``beta`` is used as it is."""
+    for shape, want in [((1, 64, 64), 8.0), ((1, 32, 32), 2.0), ((3, 32, 32), 6.0)]:
+        assert effective_beta(model_config(family, {"beta": 8.0, "beta_normalized": True}), shape) == want
+        assert effective_beta(model_config(family, {"beta": 8.0}), shape) == 8.0
+    x, _ = _batch()
+    plain = _build(family, beta=2.0)
+    scaled = _build(family, beta=8.0, beta_normalized=True)
+    assert scaled.beta == plain.beta == 2.0
+    scaled.load_state_dict(plain.state_dict())
+    a = plain.loss(x, 0, kl_weight=0.5, generator=_gen(), diagnostics=False)
+    b = scaled.loss(x, 0, kl_weight=0.5, generator=_gen(), diagnostics=False)
+    torch.testing.assert_close(a.total, b.total)
 
 
 def test_beta_tcvae_adds_weighted_total_correlation():
@@ -597,7 +615,7 @@ BAD_MODEL_VALUES = [
     ("hvae", "latent_dims", (5, 0)), ("hvae", "latent_dims", (5,)), ("hvae", "latent_dims", 5),
     ("hvae", "latent_dims", (3, True)), ("hvae", "ladder_hidden", 0),
     ("hvae", "free_bits", math.nan), ("hvae", "free_bits", -0.1), ("hvae", "kl_balance", "yes"),
-    ("hvae", "beta", math.inf),
+    ("hvae", "beta", math.inf), ("vae", "beta_normalized", "yes"), ("hvae", "beta_normalized", 1),
     ("pca", "n_components", 0), ("pca", "n_components", 1.5),
 ]
 

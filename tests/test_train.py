@@ -37,6 +37,7 @@ from toybench.train import (
     data_bytes,
     keep_freed_memory,
     kl_weight_at,
+    lr_at,
     load_checkpoint,
     log_final_scores,
     meta_model,
@@ -156,6 +157,31 @@ def test_kl_schedules_known_values():
     assert [kl_weight_at(cyc, s) for s in range(8)] == [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 2.0]
 
 
+def test_lr_schedules_known_values():
+    const = _config(lr=1.0, lr_warmup_steps=4, steps=10)
+    assert [lr_at(const, s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cos = replace(const, lr_schedule="cosine", lr_warmup_steps=2, steps=7, lr_min_ratio=0.1)
+    got = [lr_at(cos, s) for s in range(7)]
+    # after the warm-up: steps 2..6 are a half cosine from 1 down to 0.1 (progress 0, 1/4, ..., 1)
+    want = [0.5, 1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[-1] == pytest.approx(0.1)
+    with pytest.raises(ToybenchError, match="lr_schedule"):
+        _config(lr_schedule="step")
+    with pytest.raises(ToybenchError, match="lr_min_ratio"):
+        _config(lr_min_ratio=1.5)
+
+
+def test_constant_lr_run_is_the_prefix_of_a_longer_run():
+    """The convergence study scores a long run at step S as the run of S steps: true when
+    nothing but the step count differs and the schedule is constant after its warm-up."""
+    short, long = _config(steps=6, lr_warmup_steps=3), _config(steps=12, lr_warmup_steps=3)
+    a, b = _model(), _model()
+    train(a, _images(), short, seed=4)
+    train(b, _images(), long, seed=4, stop_after=6)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
 def test_train_config_rejects_bad_values():
     with pytest.raises(ToybenchError, match="kl_schedule"):
         _config(kl_schedule="cosine")
@@ -181,9 +207,10 @@ def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_resume_is_bit_identical(tmp_path: Path, precision):
-    cfg = _config(precision=precision)
+@pytest.mark.parametrize("precision,schedule", [("fp32", "constant"), ("bf16", "constant"),
+                                                ("fp32", "cosine")])
+def test_resume_is_bit_identical(tmp_path: Path, precision, schedule):
+    cfg = _config(precision=precision, lr_schedule=schedule, lr_warmup_steps=3)
     images = _images()
     full = _model()
     ref = train(full, images, cfg, seed=3, ckpt_path=tmp_path / "a" / "last.pt")

@@ -10,15 +10,20 @@ the evaluation, which needs no torch either. Every value is validated in ``__pos
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from toybench.checks import check_bool, check_choice, check_int, check_real, require
 from toybench.errors import ToybenchError
 
 KL_SCHEDULES = ("constant", "linear", "cyclic")
+LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("bf16", "fp32")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")  # toybench.models.likelihoods
 ARCH_NAMES = ("conv32", "conv64")  # toybench.models.nets.ARCHS
+# A normalized β is given for an image of this many input values: 64x64x1, the dSprites images
+# on which Higgins et al. 2017 and disentanglement_lib set beta-VAE's beta = 4.
+BETA_REFERENCE_INPUTS = 64 * 64
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,15 @@ class TrainConfig:
     batch_size : int
         Images per step (>= 1; at most ``n_train`` are used).
     lr : float
-        Adam learning rate (> 0).
+        Adam's peak learning rate (> 0).
+    lr_schedule : str
+        ``"constant"`` (``lr`` after the warm-up) or ``"cosine"`` (after the warm-up, a half
+        cosine from ``lr`` down to ``lr · lr_min_ratio`` at the last step; Loshchilov & Hutter
+        2017, https://arxiv.org/abs/1608.03983, without restarts).
+    lr_warmup_steps : int
+        Linear learning-rate warm-up from ``lr / lr_warmup_steps`` to ``lr`` (>= 0; 0 = none).
+    lr_min_ratio : float
+        Final learning rate of the cosine schedule as a fraction of ``lr``, in ``[0, 1]``.
     adam_beta1, adam_beta2 : float
         Adam's moment decay rates, in ``[0, 1)``.
     weight_decay : float
@@ -79,6 +92,9 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    lr_min_ratio: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     weight_decay: float = 0.0
@@ -101,12 +117,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_choice(self.kl_schedule, "train.kl_schedule", KL_SCHEDULES)
         check_choice(self.precision, "train.precision", PRECISIONS)
+        check_choice(self.lr_schedule, "train.lr_schedule", LR_SCHEDULES)
         for name in ("steps", "batch_size", "n_train", "n_test", "checkpoint_every",
                      "nan_patience", "log_every", "hist_every", "kl_cycle_steps"):
             check_int(getattr(self, name), f"train.{name}", minimum=1)
-        for name in ("kl_delay_steps", "kl_warmup_steps"):
+        for name in ("kl_delay_steps", "kl_warmup_steps", "lr_warmup_steps"):
             check_int(getattr(self, name), f"train.{name}", minimum=0)
-        reals = {"lr": {"above": 0.0}, "adam_beta1": {"minimum": 0.0, "below": 1.0},
+        reals = {"lr": {"above": 0.0}, "lr_min_ratio": {"minimum": 0.0, "maximum": 1.0},
+                 "adam_beta1": {"minimum": 0.0, "below": 1.0},
                  "adam_beta2": {"minimum": 0.0, "below": 1.0}, "weight_decay": {"minimum": 0.0},
                  "grad_clip": {"minimum": 0.0}, "recon_weight": {"minimum": 0.0},
                  "kl_weight": {"minimum": 0.0},
@@ -125,6 +143,22 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------
 
 
+def effective_beta(config, image_shape: tuple[int, ...]) -> float:  # noqa: ANN001 - any family
+    """The KL weight a family config puts on images of ``image_shape`` ``(C, H, W)``.
+
+    ``config.beta`` itself, or, with ``config.beta_normalized``, β per input value as in Higgins
+    et al. 2017 (https://openreview.net/forum?id=Sy2fzU9gl, their β_norm = β·M/N): ``beta`` is
+    the weight at ``BETA_REFERENCE_INPUTS`` = 64·64 input values and scales with ``C·H·W``.
+    The reconstruction term is a sum over input values, so a quarter of the pixels (32x32
+    instead of 64x64) pay for the same KL; the normalized β keeps their ratio. Examples with
+    ``beta = 4``: 4 at 1x64x64, 1 at 1x32x32, 3 at 3x32x32.
+    """
+    if not config.beta_normalized:
+        return float(config.beta)
+    inputs = math.prod(int(d) for d in image_shape)
+    return float(config.beta) * inputs / BETA_REFERENCE_INPUTS
+
+
 def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any family config
     """Validate the fields every family config shares (``arch``, likelihood, ``beta``)."""
     archs = ("auto", *ARCH_NAMES)
@@ -134,6 +168,7 @@ def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any fam
     check_real(config.sigma, f"{family}.sigma", above=0.0)
     check_real(config.variance_floor, f"{family}.variance_floor", above=0.0)
     check_real(config.beta, f"{family}.beta", minimum=0.0)
+    check_bool(config.beta_normalized, f"{family}.beta_normalized")
 
 
 @dataclass(frozen=True)
@@ -146,6 +181,9 @@ class VAEConfig:
         Number of latent units (= code columns).
     beta : float
         Weight of the KL term (Higgins et al. 2017); 1 is the plain VAE.
+    beta_normalized : bool
+        ``beta`` is per input value (given for a 64x64x1 image, scaled by ``C·H·W / 4096``;
+        `effective_beta`) instead of the weight itself.
     tc_beta : float
         Weight of the total-correlation term (Chen et al. 2018's β); 1 adds nothing.
     dataset_size : int
@@ -163,6 +201,7 @@ class VAEConfig:
 
     latent_dim: int = 10
     beta: float = 1.0
+    beta_normalized: bool = False
     tc_beta: float = 1.0
     dataset_size: int = 20000
     arch: str = "auto"
@@ -193,6 +232,8 @@ class CSVAEConfig:
         λ of the concept cross-entropy; 0 builds no classifier heads.
     beta : float
         Weight of the KL term.
+    beta_normalized : bool
+        As in ``VAEConfig``.
     arch, likelihood, sigma, variance_floor
         As in ``VAEConfig``.
     """
@@ -202,6 +243,7 @@ class CSVAEConfig:
     prior_hidden: int = 32
     supervision_weight: float = 0.0
     beta: float = 1.0
+    beta_normalized: bool = False
     arch: str = "auto"
     likelihood: str = "bernoulli"
     sigma: float = 0.1
@@ -231,6 +273,8 @@ class HVAEConfig:
         NVAE KL balancing while ``kl_weight < 1``.
     beta : float
         Weight of the KL term.
+    beta_normalized : bool
+        As in ``VAEConfig``.
     arch, likelihood, sigma, variance_floor
         As in ``VAEConfig``.
     """
@@ -240,6 +284,7 @@ class HVAEConfig:
     free_bits: float = 0.05
     kl_balance: bool = True
     beta: float = 1.0
+    beta_normalized: bool = False
     arch: str = "auto"
     likelihood: str = "bernoulli"
     sigma: float = 0.1

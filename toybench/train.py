@@ -71,6 +71,25 @@ def kl_weight_at(config: TrainConfig, step: int) -> float:
     return config.kl_weight * min(1.0, (t + 1) / config.kl_warmup_steps)
 
 
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Learning rate at optimizer step ``step`` (0-based) under ``config``'s schedule.
+
+    A linear warm-up over ``lr_warmup_steps`` (step ``t`` gets ``lr · (t + 1) / warm-up``), then
+    ``lr`` (constant) or a half cosine from ``lr`` at the end of the warm-up to
+    ``lr · lr_min_ratio`` at the last step (``steps - 1``). Stateless, so a resumed run follows
+    the same schedule, and independent of ``steps`` for the constant schedule: the first S steps
+    of a longer constant-schedule run are the run of S steps.
+    """
+    if step < config.lr_warmup_steps:
+        return config.lr * (step + 1) / config.lr_warmup_steps
+    if config.lr_schedule == "constant":
+        return config.lr
+    span = config.steps - 1 - config.lr_warmup_steps
+    progress = 1.0 if span <= 0 else min(1.0, (step - config.lr_warmup_steps) / span)
+    low = config.lr * config.lr_min_ratio
+    return low + (config.lr - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class TrainingDiverged(ToybenchError):
     """Raised after ``nan_patience`` consecutive non-finite steps; the CLI exits with code 3."""
 
@@ -366,7 +385,9 @@ def _model_state_problem(saved: dict[str, torch.Tensor], model: torch.nn.Module)
     return None
 
 
-_ADAM_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+# The learning rate is not compared: each step sets it from the schedule (`lr_at`), and the
+# train config it comes from is compared as a whole.
+_ADAM_SETTINGS = ("betas", "eps", "weight_decay")
 
 
 def _optimizer_state_problem(saved: dict[str, Any], model: torch.nn.Module,
@@ -557,6 +578,9 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     the update (a NaN/Inf would poison Adam's moments) and leaves no gradients behind.
     """
     kl_w = kl_weight_at(config, step)
+    lr = lr_at(config, step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         out = model.loss(x, step, factors=labels, kl_weight=kl_w,
                          recon_weight=config.recon_weight, **loss_kwargs)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toybench.checks import require
-from toybench.configs import CSVAEConfig
+from toybench.configs import CSVAEConfig, effective_beta
 from toybench.errors import ToybenchError
 from toybench.models.common import (
     LossOutput,
@@ -115,6 +115,7 @@ class CSVAE(nn.Module):
         super().__init__()
         self.config = config
         self.image_shape = tuple(image_shape)
+        self.beta = effective_beta(config, self.image_shape)  # β for this image size
         self.concepts = tuple(concept_sizes)
         if set(self.concepts) != set(dag.nodes) or len(self.concepts) != len(dag.nodes):
             raise ToybenchError(f"csvae: concepts {list(self.concepts)} do not match the DAG's "
@@ -233,7 +234,7 @@ class CSVAE(nn.Module):
                 kl_blocks.append(kl_normal(b.mu, b.logvar, b.prior_mu, b.prior_logvar))
         kl_per_unit = torch.cat(kl_blocks, dim=1).mean(dim=0)  # (n_codes,)
         kl = kl_per_unit.sum()
-        total = recon_weight * recon + kl_weight * self.config.beta * kl
+        total = recon_weight * recon + kl_weight * self.beta * kl
         extras: dict[str, Tensor] = {}
         if self.classifiers and factors is not None:
             supervision = self._supervision(blocks, factors)

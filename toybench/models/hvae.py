@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from toybench.configs import HVAEConfig
+from toybench.configs import HVAEConfig, effective_beta
 from toybench.models.common import (
     LOGVAR_MAX,
     LOGVAR_MIN,
@@ -83,6 +83,7 @@ class HVAE(nn.Module):
         super().__init__()
         self.config = config
         self.image_shape = tuple(image_shape)
+        self.beta = effective_beta(config, self.image_shape)  # β for this image size
         dims = config.latent_dims
         width = config.ladder_hidden
         self.names = tuple(f"z{i + 1}" for i in range(len(dims)))
@@ -194,7 +195,7 @@ class HVAE(nn.Module):
         else:
             coeff = torch.ones_like(kl_layers)
         kl_penalty = (coeff * penalized).sum()  # what the objective sees, after free bits/balance
-        total = recon_weight * recon + kl_weight * self.config.beta * kl_penalty
+        total = recon_weight * recon + kl_weight * self.beta * kl_penalty
         extras = {f"kl_balance.{name}": c
                   for name, c in zip(self.names, coeff.detach(), strict=True)}
         extras["kl_penalty"] = kl_penalty.detach()

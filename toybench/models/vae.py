@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from toybench.configs import VAEConfig
+from toybench.configs import VAEConfig, effective_beta
 from toybench.models.common import (
     LossOutput,
     UnitGroup,
@@ -88,6 +88,7 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.image_shape = tuple(image_shape)
+        self.beta = effective_beta(config, self.image_shape)  # β for this image size
         arch = resolve_arch(config.arch, self.image_shape)
         self.likelihood = Likelihood(config.likelihood, config.sigma, config.variance_floor)
         channels = self.image_shape[0]
@@ -143,7 +144,7 @@ class VAE(nn.Module):
         recon = self.likelihood.nll(self.decoder(z), x).mean()
         kl_per_unit = kl_standard_normal(mu, logvar).mean(dim=0)  # (D,)
         kl = kl_per_unit.sum()
-        regularizer = self.config.beta * kl
+        regularizer = self.beta * kl
         extras: dict[str, Tensor] = {}
         if self.config.tc_beta != 1.0:
             tc = total_correlation(z, mu, logvar, self.config.dataset_size)
