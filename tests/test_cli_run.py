@@ -53,6 +53,14 @@ def test_bad_set_value(tmp_path):
     _one_line_error(result, "train.precision='fp8'", "bf16, fp32")
 
 
+def test_bad_score_at(tmp_path):
+    _one_line_error(_invoke("--model", "vae", "--score-at", "10,x", "--out", str(tmp_path)),
+                    "--score-at takes comma-separated step counts")
+    _one_line_error(_invoke("--model", "pca", "--score-at", "10", "--out", str(tmp_path)),
+                    "pca is fitted")
+    assert not any(tmp_path.iterdir())
+
+
 def test_bad_corr_data_and_protocol(tmp_path):
     _one_line_error(_invoke("--model", "vae", "--corr", "-1", "--out", str(tmp_path)), "corr")
     _one_line_error(_invoke("--model", "vae", "--data", "nope", "--out", str(tmp_path)), "nope")

@@ -140,6 +140,27 @@ def test_interrupted_run_needs_resume_and_resumes_exactly(done_run, tmp_path, mo
     assert loss == [r["loss"] for r in csv.DictReader((done_run.run_dir / "history.csv").open())]
 
 
+def test_score_at_writes_a_curve_and_changes_no_result(done_run, tmp_path):
+    """Scoring along training pauses at each step and resumes exactly: metrics.json is the
+    same bytes as a run without it, and curve.json has one point per step plus the last."""
+    result = _run(tmp_path, score_at=(3, 1))
+    assert (result.run_dir / "metrics.json").read_bytes() == \
+        (done_run.run_dir / "metrics.json").read_bytes()
+    curve = json.loads((result.run_dir / "curve.json").read_text())
+    assert [row["step"] for row in curve] == [1, 3, 4]
+    final = json.loads((result.run_dir / "metrics.json").read_text())
+    assert all(curve[-1][key] == final[key] for key in curve[-1] if key != "step")
+    assert curve[0]["test.recon.bce"] != curve[-1]["test.recon.bce"]  # scored at other weights
+
+
+@pytest.mark.parametrize(("steps", "message"), [((4,), r"\[1, 3\]"), ((0,), r"\[1, 3\]"),
+                                                 (("2",), "integers")])
+def test_score_at_refuses_steps_outside_the_run(tmp_path, steps, message):
+    with pytest.raises(ToybenchError, match=message):
+        _run(tmp_path, score_at=steps)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(ToybenchError, match="cannot resume: no checkpoint"):
         _run(tmp_path, resume=True)

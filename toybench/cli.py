@@ -149,15 +149,31 @@ def list_() -> None:
 @click.option("--force", is_flag=True, help="delete an existing run folder and start over")
 @click.option("--fp32", is_flag=True, help="plain fp32 training (default: bf16 autocast)")
 @click.option("--no-plots", is_flag=True, help="skip the figures in plots/")
+@click.option("--score-at", "score_at", default="", metavar="S1,S2,...",
+              help="also score the model at these steps of its training (full evaluation, "
+                   "appended to curve.json with the final step); changes no result")
 def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
                 overrides: tuple[str, ...], out: str, resume: bool, force: bool,
-                fp32: bool, no_plots: bool) -> None:
+                fp32: bool, no_plots: bool, score_at: str) -> None:
     """Train a baseline, score it on the test and decorrelated splits, write runs/<name>/."""
     from toybench.runs import run
 
     with _UserErrors():
         run(model, data=data, corr=corr, seed=seed, protocol=protocol, overrides=overrides,
-            out=out, resume=resume, force=force, fp32=fp32, plots=not no_plots, echo=click.echo)
+            out=out, resume=resume, force=force, fp32=fp32, plots=not no_plots, echo=click.echo,
+            score_at=_steps_list(score_at))
+
+
+def _steps_list(text: str) -> tuple[int, ...]:
+    """``"300,600"`` -> (300, 600); one-line error for anything but comma-separated integers."""
+    from toybench.errors import ToybenchError
+
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return tuple(int(item) for item in items)
+    except ValueError:
+        raise ToybenchError(f"--score-at takes comma-separated step counts, got {text!r}") \
+            from None
 
 
 @main.command(name="encode", short_help="Encode a split with a finished run's model.")

@@ -346,6 +346,7 @@ class RunDir:
     status = property(lambda self: self.path / "status.json")
     env = property(lambda self: self.path / "env.json")
     history = property(lambda self: self.path / "history.csv")
+    curve = property(lambda self: self.path / "curve.json")  # scores along training (score_at)
     data_card = property(lambda self: self.path / "data_card.json")
     ckpt = property(lambda self: self.path / "ckpt" / "last.pt")
     tb = property(lambda self: self.path / "tb")

@@ -111,6 +111,7 @@ def run(
     plots: bool = True,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
+    score_at: Iterable[int] = (),
 ) -> RunResult:
     """Train and score one baseline on one generator at one σ and seed; write the run folder.
 
@@ -131,7 +132,7 @@ def run(
         ``quick`` or ``standard`` (or another protocol); ``None`` = the file's own values.
     overrides : iterable of str
         ``--set`` overrides, ``"train.lr=3e-4"`` (see ``toybench.baselines``).
-    out, resume, force, plots, progress, echo
+    out, resume, force, plots, progress, echo, score_at
         As in `execute`.
     fp32 : bool
         Train in plain fp32 (same as ``--set train.precision=fp32``).
@@ -143,7 +144,7 @@ def run(
     extra = ("train.precision=fp32",) if fp32 else ()
     spec = RunSpec(model, data, corr, seed, protocol, (*tuple(overrides), *extra))
     return execute(spec, out, resume=resume, force=force, plots=plots, progress=progress,
-                   echo=echo)
+                   echo=echo, score_at=score_at)
 
 
 def execute(
@@ -155,6 +156,7 @@ def execute(
     plots: bool = True,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
+    score_at: Iterable[int] = (),
 ) -> RunResult:
     """Do the work of one `RunSpec`: claim its folder, train, score, write.
 
@@ -176,6 +178,14 @@ def execute(
         tenth of the run.
     echo : callable
         Where status lines and the summary go (one line per phase, with elapsed seconds).
+    score_at : iterable of int
+        Steps before the last at which training pauses and the model is scored with the full
+        evaluation (the convergence study of docs/protocols.md); each point is appended to
+        ``curve.json`` (``[{"step": S, "seconds": ..., <metrics.json's score keys>}, ...]``,
+        the last step included), which a resumed run keeps. Pausing changes nothing: training
+        resumes exactly from the checkpoint at S and evaluation draws no training randomness,
+        so ``metrics.json`` is byte-identical to a run without ``score_at``; it is therefore not
+        part of the run's identity.
 
     Returns
     -------
@@ -193,6 +203,7 @@ def execute(
     if resume and force:
         raise ToybenchError("--resume and --force exclude each other")
     spec.check()  # every value resolved and validated before anything is written
+    score_at = check_score_at(score_at, load_baseline_for(spec))
     run_dir = RunDir.of(spec, out)
     if not force and run_dir.state() == "done":  # nothing to build or check for a done run
         return _existing(run_dir, echo)
@@ -224,7 +235,26 @@ def execute(
         with _status_on_exit(run_dir, resume_command(spec, out), echo):
             return _execute_claimed(spec, run_dir, baseline, generator, net, meta,
                                     resume=resume and net.trainable, plots=plots,
-                                    progress=progress, echo=echo)
+                                    progress=progress, echo=echo, score_at=score_at)
+
+
+def check_score_at(score_at: Iterable[int], baseline) -> tuple[int, ...]:
+    """``score_at`` as sorted distinct steps, each in ``[1, train.steps)`` (one-line errors)."""
+    steps = []
+    for step in score_at:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise ToybenchError(f"score-at steps must be integers, got {step!r}")
+        steps.append(int(step))
+    from toybench.models import MODELS
+
+    if steps and not MODELS[baseline.family].trainable:
+        raise ToybenchError(f"score-at: {baseline.name} is fitted, not trained in steps")
+    total = baseline.train.steps
+    bad = [s for s in steps if not 1 <= s < total]
+    if bad:
+        raise ToybenchError(f"score-at steps must lie in [1, {total - 1}] (train.steps = "
+                            f"{total} is always scored); got {bad[0]}")
+    return tuple(sorted(set(steps)))
 
 
 def resume_command(spec: RunSpec, out: str | Path) -> str:
@@ -298,7 +328,7 @@ class _Clock:
 
 def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, meta, *,
                      resume: bool, plots: bool, progress: bool | None,
-                     echo: Callable[[str], None]) -> RunResult:
+                     echo: Callable[[str], None], score_at: tuple[int, ...] = ()) -> RunResult:
     from toybench.data import make_split
 
     clock = _Clock()
@@ -322,13 +352,35 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
 
     t = time.perf_counter()
     result = TrainResult()
+    reference = pca_reference_for(splits, net.n_codes, seed=seeds.torch_seed(spec.seed, "pca"),
+                                  cache_dir=reference_cache(run_dir.path.parent))
+    curve = _read_curve(run_dir) if resume else []
+    if not resume and run_dir.curve.exists():
+        run_dir.curve.unlink()  # a fresh start (not --resume) keeps no points of an older run
     if net.trainable:
-        echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}")
+        echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
+             + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
+        trained_seconds, trained_images = 0.0, 0.0
         try:
-            result = train(net, splits["train"].images, cfg, seed=spec.seed,
-                           factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
-                           resume=resume, tb_dir=run_dir.tb, progress=progress, meta=meta,
-                           echo=lambda line: echo(f"{clock} {line}"))
+            for stop in (*score_at, cfg.steps):
+                result = train(net, splits["train"].images, cfg, seed=spec.seed,
+                               factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
+                               resume=resume, tb_dir=run_dir.tb, progress=progress, meta=meta,
+                               echo=lambda line: echo(f"{clock} {line}"), stop_after=stop)
+                resume = True  # the next segment continues from the checkpoint at `stop`
+                trained_seconds += result.train_seconds
+                trained_images += result.images_per_second * result.train_seconds
+                # (a run resumed past `stop` from a later checkpoint cannot score it any more)
+                if (stop < cfg.steps and result.steps_done == stop
+                        and not any(row["step"] == stop for row in curve)):
+                    t_point = time.perf_counter()
+                    point = evaluate_model(net, generator, splits, seed=spec.seed,
+                                           config=baseline.eval, reference=reference,
+                                           perturbation_images=0)
+                    curve.append(_curve_row(stop, point.metrics))
+                    atomic_write_json(run_dir.curve, curve)
+                    echo(f"{clock} score  step {stop}: {_curve_line(curve[-1])} "
+                         f"({time.perf_counter() - t_point:.1f} s)")
         except (TrainingDiverged, TrainingInterrupted) as err:
             write_history(run_dir.history, err.history)
             raise
@@ -338,15 +390,16 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         save_fitted(run_dir.ckpt, net, seed=spec.seed, meta=meta)
     timings["train_seconds"] = time.perf_counter() - t
     timings["images_per_second"] = result.images_per_second
+    if score_at:  # training only, without the scored points
+        timings["train_seconds"] = trained_seconds
+        timings["images_per_second"] = trained_images / trained_seconds if trained_seconds else 0.0
     write_history(run_dir.history, result.history)
     echo(f"{clock} train  done: {result.steps_done} steps in {timings['train_seconds']:.1f} s"
-         + (f" ({result.images_per_second:,.0f} images/s)" if net.trainable else " (fitted)"))
+         + (f" ({timings['images_per_second']:,.0f} images/s)" if net.trainable else " (fitted)"))
 
     t = time.perf_counter()
     echo(f"{clock} score  {', '.join(EVAL_SPLITS)}: reconstruction, disentanglement, "
          f"graph-aware and interventional scores ...")
-    reference = pca_reference_for(splits, net.n_codes, seed=seeds.torch_seed(spec.seed, "pca"),
-                                  cache_dir=reference_cache(run_dir.path.parent))
     evaluation = evaluate_model(net, generator, splits, seed=spec.seed, config=baseline.eval,
                                 reference=reference, perturbation_images=500 if plots else 0)
     metrics = dict(evaluation.metrics)
@@ -365,6 +418,10 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
              f"{timings['plots_seconds']:.1f} s")
 
     metrics = {k: json_number(v) for k, v in sorted(metrics.items())}
+    if score_at:
+        curve = [row for row in curve if row["step"] < result.steps_done]
+        curve.append(_curve_row(result.steps_done, metrics))
+        atomic_write_json(run_dir.curve, curve)
     metrics = {**run_identity(config), **metrics}
     log_final_scores(run_dir.tb, result.steps_done, metrics, _hparams(spec, config))
     atomic_write_json(run_dir.env, environment(timings))
@@ -378,6 +435,40 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         echo(f"         plots:       {run_dir.plots}/")
     echo(f"         TensorBoard: tensorboard --logdir {run_dir.tb}")
     return RunResult(run_dir.path, metrics, "done", summary, timings)
+
+
+#: The curve's one-line summary: (metrics key, label).
+_CURVE_LINE = (("test.recon.bce", "bce"), ("test.active_units", "active"),
+               ("test_decorrelated.dci.disentanglement", "dci.d (decorr)"),
+               ("test_decorrelated.mig", "mig (decorr)"))
+
+
+def _curve_row(step: int, scores: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``curve.json`` point: the step and every numeric score."""
+    row: dict[str, Any] = {"step": int(step)}
+    for key, value in sorted(scores.items()):
+        if isinstance(value, bool | int | float | np.floating | np.integer):
+            row[key] = json_number(value)
+    return row
+
+
+def _curve_line(row: Mapping[str, Any]) -> str:
+    return "  ".join(f"{label} {row[key]:.4g}" for key, label in _CURVE_LINE
+                     if isinstance(row.get(key), int | float))
+
+
+def _read_curve(run_dir: RunDir) -> list[dict[str, Any]]:
+    """The points of an interrupted run's ``curve.json`` (none if there is no file)."""
+    if not run_dir.curve.is_file():
+        return []
+    try:
+        rows = json.loads(run_dir.curve.read_text())
+    except (OSError, ValueError) as err:
+        raise ToybenchError(f"cannot resume: {run_dir.curve} is unreadable ({err})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("step"), int)
+                                             for r in rows):
+        raise ToybenchError(f"cannot resume: {run_dir.curve} is not a list of scored steps")
+    return rows
 
 
 def run_identity(config: Mapping[str, Any], *,
