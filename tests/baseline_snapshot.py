@@ -5,8 +5,11 @@ Uses only the loader API that predates ``baselines/protocols.toml`` (``baseline_
 
     PYTHONPATH=/path/to/old/checkout python tests/baseline_snapshot.py > snapshot.json
 
-``baseline_snapshot.json`` beside this file was written that way from commit 88efdab (the loader
-before protocols were shared and before ``extends``/``[derived]``).
+``baseline_snapshot.json`` beside this file was first written from commit 88efdab (the loader
+before protocols were shared), which showed that sharing them changed no value; it was
+regenerated for issue 9's protocols (KL delay, n_train 50,000, standard 2,400 steps, long, the
+normalized beta of beta-vae, eval precision). Regenerate it whenever a resolved value changes on
+purpose.
 """
 
 from __future__ import annotations

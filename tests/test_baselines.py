@@ -26,16 +26,6 @@ from toybench.resources import shipped_specs
 from toybench.train import TrainConfig
 
 SNAPSHOT = Path(__file__).with_name("baseline_snapshot.json")
-# The one deliberate change: beta-TCVAE's dataset_size now follows --set train.n_train (it stayed
-# at the file's value before). Under the shipped protocols nothing changed: quick already set 5000.
-DERIVED_NOW = {f"beta-tcvae|{p}|train.n_train=3000": 3000 for p in ("None", "quick", "standard")}
-
-
-# Fields added after the snapshot, with the value every resolved baseline has (issue 9: the
-# learning-rate schedule and the normalized beta).
-ADDED_FIELDS = {"train": {"lr_schedule": "constant", "lr_warmup_steps": 0, "lr_min_ratio": 0.0},
-                "model": {"beta_normalized": False}}
-
 
 def _write(folder: Path, text: str, name: str = "mine.toml") -> Path:
     path = folder / name
@@ -49,24 +39,16 @@ def _raw(name: str) -> dict:
 
 # --- nothing changed ------------------------------------------------------------------------
 
-def test_every_resolved_value_matches_the_loader_before_protocols_were_shared():
+def test_every_resolved_value_matches_the_snapshot():
     """Every baseline x {no protocol, quick, standard} x some --set: name, description, family,
-    model/train/eval configs, protocol, overrides and file, against the base commit's loader."""
+    model/train/eval configs, protocol, overrides and file, against baseline_snapshot.json. A
+    change to any resolved value must be deliberate: regenerate the snapshot in the same commit
+    (``python tests/baseline_snapshot.py > tests/baseline_snapshot.json``) and say why."""
     expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
-    for key, dataset_size in DERIVED_NOW.items():
-        assert expected[key]["model"]["dataset_size"] != dataset_size  # really a change
-        expected[key] = copy.deepcopy(expected[key])
-        expected[key]["model"]["dataset_size"] = dataset_size
     actual = json.loads(json.dumps(resolved_values()))
     assert sorted(actual) == sorted(expected)
     for key in expected:
-        got = copy.deepcopy(actual[key])
-        for section, fields in ADDED_FIELDS.items():  # fields added since, at their defaults
-            if section in got:
-                for field, default in fields.items():
-                    if field in got[section]:
-                        assert got[section].pop(field) == default, (key, field)
-        assert got == expected[key], key
+        assert actual[key] == expected[key], key
 
 
 # --- layout ---------------------------------------------------------------------------------
@@ -74,7 +56,7 @@ def test_every_resolved_value_matches_the_loader_before_protocols_were_shared():
 def test_protocols_file_is_shared_and_not_a_baseline():
     assert "protocols" in shipped_specs("baselines")
     assert "protocols" not in baseline_names() and "protocols" not in shipped_baselines()
-    assert set(shared_settings()["protocols"]) == {"quick", "standard"}
+    assert set(shared_settings()["protocols"]) == {"quick", "standard", "long"}
     listed = CliRunner().invoke(main, ["list"])
     assert listed.exit_code == 0
     assert not any(line.split()[:1] == ["protocols"] for line in listed.output.splitlines())
@@ -97,10 +79,10 @@ def test_shipped_files_hold_only_what_is_their_own(name):
             assert getattr(base.model, key) != value, f"{name} restates model.{key}"
 
 
-def test_beta_vae_is_vae_with_beta_4_and_keeps_its_own_description():
+def test_beta_vae_is_vae_with_normalized_beta_8_and_keeps_its_own_description():
     vae, beta = load_baseline("vae", protocol="quick"), load_baseline("beta-vae", protocol="quick")
     assert _raw("beta-vae")["extends"] == "vae"
-    assert beta.model == dataclasses.replace(vae.model, beta=4.0)
+    assert beta.model == dataclasses.replace(vae.model, beta=8.0, beta_normalized=True)
     assert beta.train == vae.train and beta.eval == vae.eval and beta.family == "vae"
     assert beta.name == "beta-vae" and beta.description.startswith("beta-VAE (Higgins")
     assert vae.description.startswith("VAE (Kingma")
@@ -114,8 +96,8 @@ def test_shared_protocols_apply_to_every_trainable_baseline():
 
 
 def test_a_family_without_gradient_training_takes_only_the_data_sizes(tmp_path):
-    for protocol, sizes in ((None, (20000, 5000)), ("quick", (5000, 1000)),
-                            ("standard", (20000, 5000))):
+    for protocol, sizes in ((None, (50000, 5000)), ("quick", (5000, 1000)),
+                            ("standard", (50000, 5000))):
         pca = load_baseline("pca", protocol=protocol)
         assert pca.train == TrainConfig(n_train=sizes[0], n_test=sizes[1]), protocol
     assert load_baseline("pca").protocols["quick"] == {"train.n_train": 5000,
@@ -172,18 +154,18 @@ def test_bad_derived_tables_are_one_line_errors(tmp_path, table, message):
 
 def test_user_file_extends_a_shipped_baseline_and_adds_protocols(tmp_path):
     path = _write(tmp_path, 'extends = "beta-vae"\n[model]\nlatent_dim = 6\n'
-                            '[protocols.long]\ntrain.steps = 5000\n'
+                            '[protocols.huge]\ntrain.steps = 50000\n'
                             '[protocols.quick]\ntrain.steps = 50\n')
     mine = load_baseline(path)
     assert mine.name == "mine" and mine.description == ""  # neither is inherited
-    assert mine.family == "vae" and mine.model.beta == 4.0 and mine.model.latent_dim == 6
-    assert list(mine.protocols) == ["quick", "standard", "long"]
-    long = load_baseline(path, protocol="long")
-    assert long.train == dataclasses.replace(load_baseline("vae").train, steps=5000)
+    assert mine.family == "vae" and mine.model.beta == 8.0 and mine.model.latent_dim == 6
+    assert list(mine.protocols) == ["quick", "standard", "long", "huge"]
+    huge = load_baseline(path, protocol="huge")
+    assert huge.train == dataclasses.replace(load_baseline("vae").train, steps=50000)
     quick = load_baseline(path, protocol="quick")
     assert quick.train == dataclasses.replace(load_baseline("vae", protocol="quick").train,
                                               steps=50)
-    assert load_baseline(path, protocol="standard").train.steps == 600
+    assert load_baseline(path, protocol="standard").train.steps == 2400
 
 
 def test_user_file_without_extends_gets_the_shared_defaults_and_protocols(tmp_path):

@@ -137,7 +137,8 @@ def list_() -> None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="run seed in [0, 2**32 - 1]: data, weights, batches, noise, evaluation")
 @click.option("--protocol", default="standard", show_default=True,
-              help="quick (CI smoke test) | standard (the leaderboard protocol); defined in "
+              help="quick (CI smoke test) | standard (the leaderboard protocol) | long (the "
+                   "convergence reference, 2x standard); defined in "
                    "baselines/protocols.toml, a baseline file may add its own")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a config field: section.field=value with section model, train or "

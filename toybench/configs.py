@@ -21,9 +21,9 @@ LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("bf16", "fp32")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")  # toybench.models.likelihoods
 ARCH_NAMES = ("conv32", "conv64")  # toybench.models.nets.ARCHS
-# A normalized β is given for an image of this many input values: 64x64x1, the dSprites images
-# on which Higgins et al. 2017 and disentanglement_lib set beta-VAE's beta = 4.
-BETA_REFERENCE_INPUTS = 64 * 64
+# A normalized β is given for an image of this many pixels: 64x64, the dSprites images on which
+# Higgins et al. 2017 and disentanglement_lib set beta-VAE's beta.
+BETA_REFERENCE_PIXELS = 64 * 64
 
 
 @dataclass(frozen=True)
@@ -146,17 +146,19 @@ class TrainConfig:
 def effective_beta(config, image_shape: tuple[int, ...]) -> float:  # noqa: ANN001 - any family
     """The KL weight a family config puts on images of ``image_shape`` ``(C, H, W)``.
 
-    ``config.beta`` itself, or, with ``config.beta_normalized``, β per input value as in Higgins
-    et al. 2017 (https://openreview.net/forum?id=Sy2fzU9gl, their β_norm = β·M/N): ``beta`` is
-    the weight at ``BETA_REFERENCE_INPUTS`` = 64·64 input values and scales with ``C·H·W``.
-    The reconstruction term is a sum over input values, so a quarter of the pixels (32x32
-    instead of 64x64) pay for the same KL; the normalized β keeps their ratio. Examples with
-    ``beta = 4``: 4 at 1x64x64, 1 at 1x32x32, 3 at 3x32x32.
+    ``config.beta`` itself, or, with ``config.beta_normalized``, β per pixel in the spirit of
+    Higgins et al. 2017 (https://openreview.net/forum?id=Sy2fzU9gl, β_norm = β·M/N): ``beta`` is
+    the weight at ``BETA_REFERENCE_PIXELS`` = 64·64 pixels and scales with ``H·W``. The
+    reconstruction term is a sum over pixels, so at 32x32 a quarter of the pixels pay for the
+    same KL; the normalized β keeps their ratio. Channels are not counted (Higgins et al.'s N
+    counts input values): the colour of a toy-causal pixel is one concept (hue) spread over three
+    channels, and a grey and an RGB rendering of one scene should get the same β. Examples with
+    ``beta = 8``: 8 at 1x64x64, 2 at 1x32x32 and at 3x32x32.
     """
     if not config.beta_normalized:
         return float(config.beta)
-    inputs = math.prod(int(d) for d in image_shape)
-    return float(config.beta) * inputs / BETA_REFERENCE_INPUTS
+    pixels = math.prod(int(d) for d in image_shape[-2:])
+    return float(config.beta) * pixels / BETA_REFERENCE_PIXELS
 
 
 def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any family config
@@ -182,7 +184,7 @@ class VAEConfig:
     beta : float
         Weight of the KL term (Higgins et al. 2017); 1 is the plain VAE.
     beta_normalized : bool
-        ``beta`` is per input value (given for a 64x64x1 image, scaled by ``C·H·W / 4096``;
+        ``beta`` is per pixel (given for a 64x64 image, scaled by ``H·W / 4096``;
         `effective_beta`) instead of the weight itself.
     tc_beta : float
         Weight of the total-correlation term (Chen et al. 2018's β); 1 adds nothing.

@@ -8,6 +8,13 @@ in [0, 1] per batch. Codes are posterior means (Kingma & Welling 2014,
 https://arxiv.org/abs/1312.6114), so the encoder is deterministic, as `toybench.evaluate`
 requires.
 
+Precision (``EvalConfig.precision``): ``"bf16"`` (the default, as in training) runs every pass
+under CPU autocast to bfloat16 with channels-last images and weights; codes, images and losses
+leave it as float32. On the 2-core AVX-512/AMX test machine that is 2.3x (encoder) and 2.8x
+(decoder) less CPU time than plain fp32 for the 32x32 networks (1 thread, batches of 500); the
+codes differ from fp32 ones by bf16 rounding (about 3 significant digits), the precision the
+model was trained in. ``"fp32"`` is the plain pass.
+
 The batch size is part of the results: with more than one thread, torch's CPU kernels round a
 row's code differently depending on the batch it is in (measured with 2 threads: up to 2.4e-7
 between a batch of 24 and one of 500), so it stays at 500, the value every earlier run used.
@@ -17,6 +24,7 @@ this module runs as batches of 500, 500 and 24, exactly as before.
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -30,30 +38,48 @@ BATCH_SIZE = 500
 _EVAL_STEP = 10**9
 
 
-def float_batch(images_u8: np.ndarray) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` → float32 tensor in [0, 1] (a contiguous copy)."""
-    return torch.from_numpy(np.ascontiguousarray(images_u8)).float().div_(255.0)
+PRECISIONS = ("bf16", "fp32")
 
 
-@torch.no_grad()
-def encode_images(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Codes (posterior means) of uint8 images ``(n, C, H, W)`` → ``(n, n_codes)`` float64."""
+def float_batch(images_u8: np.ndarray, channels_last: bool = False) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` → float32 tensor in [0, 1] (a copy; channels-last if asked)."""
+    x = torch.from_numpy(np.ascontiguousarray(images_u8)).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@contextlib.contextmanager
+def inference(model, precision: str):
+    """Eval mode, no gradients and the pass's precision (see the module docstring); yields
+    whether images should be channels-last."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     model.eval()
+    bf16 = precision == "bf16"
+    if bf16:
+        model.to(memory_format=torch.channels_last)  # conv weights only; values unchanged
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        yield bf16
+
+
+def encode_images(model, images: np.ndarray, batch_size: int = BATCH_SIZE, *,
+                  precision: str = "bf16") -> np.ndarray:
+    """Codes (posterior means) of uint8 images ``(n, C, H, W)`` → ``(n, n_codes)`` float64."""
     out = []
-    for start in range(0, len(images), batch_size):
-        x = float_batch(images[start : start + batch_size])  # (B, C, H, W)
-        out.append(model.encode(x).float().numpy().astype(np.float64))  # (B, L)
+    with inference(model, precision) as channels_last:
+        for start in range(0, len(images), batch_size):
+            x = float_batch(images[start : start + batch_size], channels_last)  # (B, C, H, W)
+            out.append(model.encode(x).float().numpy().astype(np.float64))  # (B, L)
     return np.concatenate(out)
 
 
-@torch.no_grad()
-def decode_codes(model, codes: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+def decode_codes(model, codes: np.ndarray, batch_size: int = BATCH_SIZE, *,
+                 precision: str = "bf16") -> np.ndarray:
     """Mean images in [0, 1] decoded from ``codes (n, L)`` → ``(n, C, H, W)`` float32."""
-    model.eval()
     out = []
-    for start in range(0, len(codes), batch_size):
-        z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size])).float()
-        out.append(model.decode(z).float().clamp(0, 1).numpy())  # (B, L) -> (B, C, H, W)
+    with inference(model, precision):
+        for start in range(0, len(codes), batch_size):
+            z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size])).float()
+            out.append(model.decode(z).float().clamp(0, 1).numpy())  # (B, L) -> (B, C, H, W)
     return np.concatenate(out)
 
 
@@ -64,9 +90,8 @@ class ELBOTerms(NamedTuple):
     kl_per_unit: np.ndarray  # (L,)
 
 
-@torch.no_grad()
-def elbo_terms(model, images: np.ndarray, *, seed: int,
-               batch_size: int = BATCH_SIZE) -> ELBOTerms:
+def elbo_terms(model, images: np.ndarray, *, seed: int, batch_size: int = BATCH_SIZE,
+               precision: str = "bf16") -> ELBOTerms:
     """``−(recon + KL)`` per image and KL per unit of a trainable model on uint8 ``images``.
 
     ``model.loss`` with KL and reconstruction weights 1, one reparameterized sample per image
@@ -74,16 +99,16 @@ def elbo_terms(model, images: np.ndarray, *, seed: int,
     and ``diagnostics=False`` (no logging-only extras such as the VAE's TC estimate). Batch
     means are weighted by batch size.
     """
-    model.eval()
     generator = seeds.torch_generator(seed, "elbo")  # the ELBO's noise stream
     elbo, kl_units, n = 0.0, None, 0
-    for start in range(0, len(images), batch_size):
-        x = float_batch(images[start : start + batch_size])  # (B, C, H, W)
-        out = model.loss(x, _EVAL_STEP, kl_weight=1.0, recon_weight=1.0, generator=generator,
-                         diagnostics=False)
-        b = x.shape[0]
-        elbo += -(float(out.recon) + float(out.kl)) * b
-        units = out.kl_per_unit.float().numpy().astype(np.float64) * b  # (L,)
-        kl_units = units if kl_units is None else kl_units + units
-        n += b
+    with inference(model, precision) as channels_last:
+        for start in range(0, len(images), batch_size):
+            x = float_batch(images[start : start + batch_size], channels_last)  # (B, C, H, W)
+            out = model.loss(x, _EVAL_STEP, kl_weight=1.0, recon_weight=1.0,
+                             generator=generator, diagnostics=False)
+            b = x.shape[0]
+            elbo += -(float(out.recon) + float(out.kl)) * b
+            units = out.kl_per_unit.float().numpy().astype(np.float64) * b  # (L,)
+            kl_units = units if kl_units is None else kl_units + units
+            n += b
     return ELBOTerms(elbo / n, kl_units / n)

@@ -68,6 +68,7 @@ class EvalConfig:
     beta_vae_eval: int = 5000
     consistency_pairs: int = 1000  # counterfactual pairs per concept
     encode_batch: int = 1024  # images per call of ``encode``
+    precision: str = "bf16"  # of a toybench model's passes (toybench.encoders): bf16 or fp32
     # splits on which the generator-based scores run (with that split's σ)
     intervention_splits: tuple[str, ...] = ("test", "test_decorrelated")
 
@@ -76,7 +77,11 @@ class EvalConfig:
             raise ToybenchError(
                 f"dci_backend {self.dci_backend!r} is not one of {list(metrics.DCI_BACKENDS)}"
             )
+        if self.precision not in ("bf16", "fp32"):
+            raise ToybenchError(f"eval.precision={self.precision!r}; valid: bf16, fp32")
         for field in dataclasses.fields(self):
+            if field.type != "int":
+                continue
             value = getattr(self, field.name)
             if field.type == "int" and value < 1:
                 raise ToybenchError(f"{field.name} must be a positive integer, got {value}")
@@ -710,15 +715,15 @@ def evaluate_model(
     from toybench import encoders  # torch lives there, not here
 
     def encode(images: np.ndarray) -> np.ndarray:
-        return encoders.encode_images(model, images)
+        return encoders.encode_images(model, images, precision=config.precision)
 
     def decode(codes: np.ndarray) -> np.ndarray:
-        return encoders.decode_codes(model, codes)
+        return encoders.decode_codes(model, codes, precision=config.precision)
 
     elbo = None
     if model.trainable:
         def elbo(images: np.ndarray) -> encoders.ELBOTerms:
-            return encoders.elbo_terms(model, images, seed=seed)
+            return encoders.elbo_terms(model, images, seed=seed, precision=config.precision)
 
     return _evaluate(encode, generator, splits, seed=seed, config=config, decode=decode,
                      n_codes=int(model.n_codes), elbo=elbo, reference=reference,

@@ -67,7 +67,7 @@ from toybench.train import (
     train,
 )
 
-PROTOCOLS = ("quick", "standard")
+PROTOCOLS = ("quick", "standard", "long")
 SCHEMA_VERSION = 1  # of metrics.json's identity keys; bump when their meaning changes
 
 
@@ -590,7 +590,10 @@ class LoadedRun:
                                 f"takes (n, {', '.join(map(str, expected))})")
         if images.dtype != np.uint8:
             raise ToybenchError(f"images must be uint8 0..255, got {images.dtype}")
-        return encode_images(self.model, images)  # toybench.encoders: eval mode, batches of 500
+        # the run's own scoring passes: eval mode, batches of 500, its eval precision (runs
+        # from before eval.precision existed were scored in fp32)
+        precision = self.config.get("eval", {}).get("precision", "fp32")
+        return encode_images(self.model, images, precision=precision)
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:

@@ -1,0 +1,105 @@
+"""The convergence study of docs/protocols.md: long runs scored along their training.
+
+Every neural baseline x {toy-causal, dsprites-pairs-32} x σ ∈ {inf, 0.2} x seeds 0-2 is trained
+with the ``long`` protocol (4,800 steps, 8x the 600 steps of the first standard protocol) and
+scored at ``SCORE_AT`` steps with the full evaluation (``toybench run --score-at``). The run
+folders (with checkpoints) go to ``--work``; each finished run's small files (``curve.json``,
+``metrics.json``, ``config.json``, ``status.json``) are copied to ``studies/convergence/runs/``
+and, with ``--commit``, committed at once, so an interrupted study loses at most the run in
+progress (which resumes from its checkpoint when the study is started again).
+
+    python studies/convergence.py run --work /path/to/runs [--commit] [--threads 1]
+    python studies/convergence.py report        # docs/protocols.md tables and docs/img/ curves
+
+Cells run in a fixed order: seed 0 of every cell first, then seed 1, then seed 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "studies" / "convergence" / "runs"
+MODELS = ("vae", "beta-vae", "beta-tcvae", "csvae", "hvae")
+GENERATORS = ("toy-causal", "dsprites-pairs-32")
+CORRS = (0.2, float("inf"))
+SEEDS = (0, 1, 2)
+SCORE_AT = (300, 600, 1200, 2400, 3600)  # and the last step, 4800
+KEEP = ("curve.json", "metrics.json", "config.json", "status.json")
+
+
+def cells():
+    """``(model, generator, corr, seed)`` in the study's order."""
+    for seed in SEEDS:
+        for generator in GENERATORS:
+            for corr in CORRS:
+                for model in MODELS:
+                    yield model, generator, corr, seed
+
+
+def run(work: Path, commit: bool, only: str | None) -> int:
+    from toybench.errors import ToybenchError
+    from toybench.rundir import RunDir, RunSpec
+    from toybench.runs import execute
+
+    failures = 0
+    for model, generator, corr, seed in cells():
+        if only and only not in f"{model} {generator}":
+            continue
+        spec = RunSpec(model, generator, corr, seed, "long")
+        run_dir = RunDir.of(spec, work)
+        kept = STUDY / spec.name
+        if (kept / "metrics.json").is_file():
+            continue
+        state = run_dir.state()
+        print(f"== {spec.name} ({state})", flush=True)
+        try:
+            execute(spec, work, resume=state == "started", plots=False, progress=False,
+                    score_at=SCORE_AT, echo=lambda line: print(line, flush=True))
+        except ToybenchError as err:
+            print(f"FAILED {spec.name}: {err}", flush=True)
+            failures += 1
+            continue
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in KEEP:
+            shutil.copy2(run_dir.path / name, kept / name)
+        if commit:
+            subprocess.run(["git", "add", str(kept)], cwd=ROOT, check=True)
+            subprocess.run(["git", "commit", "-q", "-m", f"convergence study: {spec.name}",
+                            "--", str(kept)], cwd=ROOT, check=True)
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run", help="train and score the cells not yet in studies/convergence/")
+    go.add_argument("--work", type=Path, required=True, help="folder for the run folders")
+    go.add_argument("--commit", action="store_true", help="git-commit each finished run")
+    go.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
+    go.add_argument("--only", default=None, help="run only cells whose 'model generator' "
+                                                 "contains this text")
+    sub.add_parser("report", help="write docs/protocols.md's tables and docs/img/ curves")
+    args = parser.parse_args()
+    if args.command == "run":
+        if args.threads:
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ[var] = str(args.threads)
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return run(args.work, args.commit, args.only)
+    from studies.convergence_report import write_report  # noqa: PLC0415 - only for reports
+
+    write_report(STUDY, ROOT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
