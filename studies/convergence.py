@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,10 +70,22 @@ def run(work: Path, commit: bool, only: str | None) -> int:
         for name in KEEP:
             shutil.copy2(run_dir.path / name, kept / name)
         if commit:
-            subprocess.run(["git", "add", str(kept)], cwd=ROOT, check=True)
-            subprocess.run(["git", "commit", "-q", "-m", f"convergence study: {spec.name}",
-                            "--", str(kept)], cwd=ROOT, check=True)
+            _commit(kept, f"convergence study: {spec.name}")
     return 1 if failures else 0
+
+
+def _commit(path: Path, message: str, tries: int = 20) -> None:
+    """``git add`` + ``git commit -- path``, retried while another git command holds the index
+    (a busy repository must not stop the study; the files stay for a later commit)."""
+    for _ in range(tries):
+        added = subprocess.run(["git", "add", str(path)], cwd=ROOT, capture_output=True)
+        done = added.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=ROOT,
+            capture_output=True).returncode == 0
+        if done:
+            return
+        time.sleep(15)
+    print(f"warning: could not commit {path}; commit it by hand", flush=True)
 
 
 def main() -> int:
