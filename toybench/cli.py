@@ -217,5 +217,40 @@ def score_command(codes_npz: str, json_out: str | None, dci_backend: str,
             click.echo(f"wrote {atomic_write_json(json_out, scores)}")
 
 
+# --------------------------------------------------------------------------------------------
+# Leaderboards and the CI quality gate (toybench/leaderboard.py, toybench/gate.py).
+# --------------------------------------------------------------------------------------------
+
+
+@main.command(name="leaderboard", short_help="Aggregate run folders into leaderboard CSVs.")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN_DIRS_OR_GLOBS...")
+@click.option("-o", "--out", required=True, metavar="NAME.csv",
+              help="aggregated table (one row per model × generator × σ × split × protocol × "
+                   "metric); the per-run table NAME.runs.csv is written beside it")
+@click.option("--readme", is_flag=True,
+              help="then render README.md and plots/*.png in the folder of NAME.csv from "
+                   "every leaderboard there (NAME.csv + NAME.runs.csv pairs)")
+def leaderboard_command(runs: tuple[str, ...], out: str, readme: bool) -> None:
+    """Aggregate finished run folders into NAME.csv and NAME.runs.csv.
+
+    RUN_DIRS_OR_GLOBS are run folders, folders holding run folders (searched recursively) or
+    globs of either (quote them to let toybench expand them: 'runs/vae-*'). Only metrics.json,
+    config.json and status.json are read. Unfinished, failed, corrupt and duplicate folders are
+    named in one warning line each and left out. NAME.csv has, per metric, the number of seeds,
+    mean, standard deviation, 95% t-interval, median, min and max; rows are sorted and floats
+    written in a fixed format, so a rebuild from the same folders is byte-identical.
+    """
+    from toybench.leaderboard import build_leaderboard
+
+    with _UserErrors():
+        result = build_leaderboard(runs, out, readme=readme,
+                                   warn=lambda line: click.echo(line, err=True))
+        click.echo(f"read {len(result.runs)} runs ({len(result.skipped)} skipped)")
+        click.echo(f"wrote {result.table}")
+        click.echo(f"wrote {result.runs_table}")
+        if result.readme is not None:
+            click.echo(f"wrote {result.readme}")
+
+
 if __name__ == "__main__":
     main()
