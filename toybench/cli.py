@@ -252,5 +252,41 @@ def leaderboard_command(runs: tuple[str, ...], out: str, readme: bool) -> None:
             click.echo(f"wrote {result.readme}")
 
 
+@main.command(name="check", short_help="CI quality gate: fresh quick runs vs a reference.")
+@click.argument("run_dirs", nargs=-1, metavar="[RUN_DIRS...]")
+@click.option("--reference", default="leaderboards/ci-reference.csv", show_default=True,
+              help="the gate's reference CSV (cells, seeds, reference means, pooled spread)")
+@click.option("--update", is_flag=True,
+              help="rewrite the reference from fresh runs of the default cells (or from "
+                   "RUN_DIRS) instead of checking")
+@click.option("--out", default=None,
+              help="folder for the gate's runs; done runs there are reused (default: a new "
+                   "temporary folder, deleted when the gate passes)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="add an override to every cell's runs, e.g. --set model.beta=200 to see the "
+                   "gate fail (repeatable)")
+def check_command(run_dirs: tuple[str, ...], reference: str, update: bool, out: str | None,
+                  overrides: tuple[str, ...]) -> None:
+    """Fail (exit 1) when a model got worse than the committed reference.
+
+    Trains and scores the reference's cells again (or reads RUN_DIRS: run folders, folders of
+    them or globs) and compares each gated score's mean over seeds with the reference's. A
+    score fails when it is worse, in its registered direction, by more than
+    max(floor, t(1 - 0.01/m, df) * s_pool * sqrt(1/n_new + 1/n_ref)), with s_pool the
+    seed-to-seed spread pooled over the reference's cells and m the number of gated metrics.
+    Prints every comparison; exit 0 passed, 1 failed or bad input.
+    """
+    from toybench import gate
+
+    with _UserErrors():
+        if update:
+            gate.update(reference, run_dirs, out=out, overrides=overrides, echo=click.echo)
+            return
+        result = gate.check(reference, run_dirs, out=out, overrides=overrides,
+                            echo=click.echo)
+    if not result.passed:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
     main()
