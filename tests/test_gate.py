@@ -162,7 +162,8 @@ def test_update_is_atomic_and_keeps_the_old_reference_on_failure(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "bad-header", "inconsistent", "direction",
-                                  "set-with-dirs", "missing-cell", "bad-override"])
+                                  "set-with-dirs", "missing-cell", "bad-override",
+                                  "failed-run"])
 def test_bad_arguments_are_one_line_errors(tmp_path, case):
     reference = _reference(tmp_path)
     text = reference.read_text()
@@ -184,10 +185,16 @@ def test_bad_arguments_are_one_line_errors(tmp_path, case):
     elif case == "bad-override":
         args = ["check", "--reference", reference, "--out", tmp_path / "out",
                 "--set", "model.no_such_field=1"]
+    elif case == "failed-run":  # a run that cannot start fails the gate, naming the run
+        args = ["check", "--reference", reference, "--out", tmp_path / "out",
+                "--set", "train.n_train=1000000000000"]
     done = _invoke(*args)
     assert done.exit_code == 1, done.output
     errors = [line for line in done.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "Traceback" not in done.output, done.output
+    if case == "failed-run":
+        assert errors[0].startswith("Error: hvae toy-causal σ=0.2 seed 0: ")
+        assert "memory" in errors[0]
     if case == "bad-override":
         assert "no_such_field" in errors[0]
         assert not (tmp_path / "out").exists()  # every spec checked before any run

@@ -384,7 +384,10 @@ def run_cells(jobs: Sequence[tuple[Cell, Any]], out: str | os.PathLike, *,
     stale = []
     for index, (cell, spec) in enumerate(jobs, start=1):
         start = time.perf_counter()
-        result = execute(spec, out, plots=False, progress=False, echo=lambda line: None)
+        try:
+            result = execute(spec, out, plots=False, progress=False, echo=lambda line: None)
+        except ToybenchError as err:  # a failed run fails the gate, naming the run
+            raise ToybenchError(f"{cell.short} seed {spec.seed}: {err}") from None
         record = read_run(result.run_dir)
         results.setdefault(cell, []).append(record)
         scores = ", ".join(f"{key.split('.', 1)[1]} {_number(record.scores.get(key))}"

@@ -154,8 +154,8 @@ class Leaderboard:
 def find_run_folders(patterns: Iterable[str | os.PathLike],
                      warn: Callable[[str], None] = print) -> list[Path]:
     """The run folders named by ``patterns``: run folders, folders holding run folders (searched
-    recursively, hidden folders skipped) and globs of either (``runs/vae-*``); a ``metrics.json``
-    stands for its folder. Sorted, each once.
+    recursively; hidden folders and links to folders inside them are skipped) and globs of
+    either (``runs/vae-*``); a ``metrics.json`` stands for its folder. Sorted, each once.
 
     Raises
     ------
