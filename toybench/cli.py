@@ -234,5 +234,76 @@ def score_command(codes_npz: str, json_out: str | None, dci_backend: str,
             click.echo(f"wrote {atomic_write_json(json_out, scores)}")
 
 
+# --------------------------------------------------------------------------------------------
+# Leaderboards and the CI quality gate (toybench/leaderboard.py, toybench/gate.py).
+# --------------------------------------------------------------------------------------------
+
+
+@main.command(name="leaderboard", short_help="Aggregate run folders into leaderboard CSVs.")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN_DIRS_OR_GLOBS...")
+@click.option("-o", "--out", required=True, metavar="NAME.csv",
+              help="aggregated table (one row per model × generator × σ × split × protocol × "
+                   "metric); the per-run table NAME.runs.csv is written beside it")
+@click.option("--readme", is_flag=True,
+              help="then render README.md and plots/*.png in the folder of NAME.csv from "
+                   "every leaderboard there (NAME.csv + NAME.runs.csv pairs)")
+def leaderboard_command(runs: tuple[str, ...], out: str, readme: bool) -> None:
+    """Aggregate finished run folders into NAME.csv and NAME.runs.csv.
+
+    RUN_DIRS_OR_GLOBS are run folders, folders holding run folders (searched recursively) or
+    globs of either (quote them to let toybench expand them: 'runs/vae-*'). Only metrics.json,
+    config.json and status.json are read. Unfinished, failed, corrupt and duplicate folders are
+    named in one warning line each and left out. NAME.csv has, per metric, the number of seeds,
+    mean, standard deviation, 95% t-interval, median, min and max; rows are sorted and floats
+    written in a fixed format, so a rebuild from the same folders is byte-identical.
+    """
+    from toybench.leaderboard import build_leaderboard
+
+    with _UserErrors():
+        result = build_leaderboard(runs, out, readme=readme,
+                                   warn=lambda line: click.echo(line, err=True))
+        click.echo(f"read {len(result.runs)} runs ({len(result.skipped)} skipped)")
+        click.echo(f"wrote {result.table}")
+        click.echo(f"wrote {result.runs_table}")
+        if result.readme is not None:
+            click.echo(f"wrote {result.readme}")
+
+
+@main.command(name="check", short_help="CI quality gate: fresh quick runs vs a reference.")
+@click.argument("run_dirs", nargs=-1, metavar="[RUN_DIRS...]")
+@click.option("--reference", default="leaderboards/ci-reference.csv", show_default=True,
+              help="the gate's reference CSV (cells, seeds, reference means, pooled spread)")
+@click.option("--update", is_flag=True,
+              help="rewrite the reference from fresh runs of the default cells (or from "
+                   "RUN_DIRS) instead of checking")
+@click.option("--out", default=None,
+              help="folder for the gate's runs; done runs there are reused (default: a new "
+                   "temporary folder, deleted when the gate passes)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="add an override to every cell's runs, e.g. --set model.beta=200 to see the "
+                   "gate fail (repeatable)")
+def check_command(run_dirs: tuple[str, ...], reference: str, update: bool, out: str | None,
+                  overrides: tuple[str, ...]) -> None:
+    """Fail (exit 1) when a model got worse than the committed reference.
+
+    Trains and scores the reference's cells again (or reads RUN_DIRS: run folders, folders of
+    them or globs) and compares each gated score's mean over seeds with the reference's. A
+    score fails when it is worse, in its registered direction, by more than
+    max(floor, t(1 - 0.01/m, df) * s_pool * sqrt(1/n_new + 1/n_ref)), with s_pool the
+    seed-to-seed spread pooled over the reference's cells and m the number of gated metrics.
+    Prints every comparison; exit 0 passed, 1 failed or bad input.
+    """
+    from toybench import gate
+
+    with _UserErrors():
+        if update:
+            gate.update(reference, run_dirs, out=out, overrides=overrides, echo=click.echo)
+            return
+        result = gate.check(reference, run_dirs, out=out, overrides=overrides,
+                            echo=click.echo)
+    if not result.passed:
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
     main()

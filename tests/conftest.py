@@ -1,0 +1,30 @@
+"""Fixtures shared by test files: four tiny real VAE runs and a gate reference built from them
+(made once per test session; about 10 s of CPU per run)."""
+
+from __future__ import annotations
+
+import pytest
+
+#: A VAE that trains in 200 small steps and is scored on small splits: stable over seeds
+#: (every seed leaves all 10 units active), cheap enough for the test suite. Set explicitly, so
+#: that a change of the quick protocol's defaults does not change these runs.
+TINY = ("train.steps=200", "train.batch_size=64", "train.lr=1e-3", "train.lr_schedule=constant",
+        "train.lr_warmup_steps=0", "train.kl_weight=0.1", "train.kl_schedule=constant",
+        "train.kl_warmup_steps=0", "train.n_train=1024", "train.n_test=200",
+        "train.checkpoint_every=200", "model.beta=1.0", "model.beta_normalized=false",
+        "eval.factor_vae_train=100", "eval.factor_vae_eval=50", "eval.factor_vae_variance=200",
+        "eval.beta_vae_train=100", "eval.beta_vae_eval=50", "eval.consistency_pairs=50")
+TINY_SEEDS = (0, 1, 2, 3)
+
+
+@pytest.fixture(scope="session")
+def tiny_gate(tmp_path_factory):
+    """``(runs folder, reference CSV)``: `toybench.gate.update` of one tiny VAE cell × 4 seeds."""
+    from toybench import gate
+
+    root = tmp_path_factory.mktemp("tiny-gate")
+    runs, reference = root / "runs", root / "reference.csv"
+    runs.mkdir()
+    cell = gate.Cell("vae", "toy-causal", 0.2, "quick", TINY)
+    gate.update(reference, out=runs, cells={cell: TINY_SEEDS}, echo=lambda line: None)
+    return runs, reference
