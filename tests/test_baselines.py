@@ -79,10 +79,10 @@ def test_shipped_files_hold_only_what_is_their_own(name):
             assert getattr(base.model, key) != value, f"{name} restates model.{key}"
 
 
-def test_beta_vae_is_vae_with_normalized_beta_8_and_keeps_its_own_description():
+def test_beta_vae_is_vae_with_normalized_beta_4_and_keeps_its_own_description():
     vae, beta = load_baseline("vae", protocol="quick"), load_baseline("beta-vae", protocol="quick")
     assert _raw("beta-vae")["extends"] == "vae"
-    assert beta.model == dataclasses.replace(vae.model, beta=8.0, beta_normalized=True)
+    assert beta.model == dataclasses.replace(vae.model, beta=4.0, beta_normalized=True)
     assert beta.train == vae.train and beta.eval == vae.eval and beta.family == "vae"
     assert beta.name == "beta-vae" and beta.description.startswith("beta-VAE (Higgins")
     assert vae.description.startswith("VAE (Kingma")
@@ -158,7 +158,7 @@ def test_user_file_extends_a_shipped_baseline_and_adds_protocols(tmp_path):
                             '[protocols.quick]\ntrain.steps = 50\n')
     mine = load_baseline(path)
     assert mine.name == "mine" and mine.description == ""  # neither is inherited
-    assert mine.family == "vae" and mine.model.beta == 8.0 and mine.model.latent_dim == 6
+    assert mine.family == "vae" and mine.model.beta == 4.0 and mine.model.latent_dim == 6
     assert list(mine.protocols) == ["quick", "standard", "long", "huge"]
     huge = load_baseline(path, protocol="huge")
     assert huge.train == dataclasses.replace(load_baseline("vae").train, steps=50000)

@@ -267,28 +267,41 @@ def test_vae_objective_is_recon_plus_weighted_kl():
 
 
 @pytest.mark.parametrize("family", ["vae", "csvae", "hvae"])
-def test_normalized_beta_scales_with_the_number_of_input_values(family):
-    """β per pixel: given at 64x64, 1/4 of it at 32x32 (grey or RGB); the loss uses the scaled
-    value and the plain ``beta`` is used as it is."""
-    for shape, want in [((1, 64, 64), 8.0), ((3, 64, 64), 8.0), ((1, 32, 32), 2.0),
-                        ((3, 32, 32), 2.0)]:
-        assert effective_beta(model_config(family, {"beta": 8.0, "beta_normalized": True}), shape) == want
+def test_normalized_beta_scales_its_excess_over_1_with_the_pixel_count(family):
+    """β given at 64x64: the part above 1 scales with H·W (grey or RGB alike), β = 1 stays the
+    ELBO; the loss uses the scaled value and an unnormalized ``beta`` is used as it is."""
+    for shape, want in [((1, 64, 64), 8.0), ((3, 64, 64), 8.0), ((1, 32, 32), 2.75),
+                        ((3, 32, 32), 2.75), ((1, 128, 128), 29.0)]:
+        assert effective_beta(model_config(family, {"beta": 8.0, "beta_normalized": True}),
+                              shape) == want
         assert effective_beta(model_config(family, {"beta": 8.0}), shape) == 8.0
+    assert effective_beta(model_config(family, {"beta": 1.0, "beta_normalized": True}),
+                          (3, 32, 32)) == 1.0
     x, _ = _batch()
-    plain = _build(family, beta=2.0)
+    plain = _build(family, beta=2.75)
     scaled = _build(family, beta=8.0, beta_normalized=True)
-    assert scaled.beta == plain.beta == 2.0
+    assert scaled.beta == plain.beta == 2.75
     scaled.load_state_dict(plain.state_dict())
     a = plain.loss(x, 0, kl_weight=0.5, generator=_gen(), diagnostics=False)
     b = scaled.loss(x, 0, kl_weight=0.5, generator=_gen(), diagnostics=False)
     torch.testing.assert_close(a.total, b.total)
 
 
+def test_normalized_tc_beta_scales_its_excess_over_1():
+    x, _ = _batch()
+    plain = _build("beta-tcvae", tc_beta=2.25, beta_normalized=False)
+    scaled = _build("beta-tcvae", tc_beta=6.0, beta_normalized=True)  # at 1x32x32: 1 + 5/4
+    assert (scaled.beta, scaled.tc_beta) == (1.0, 2.25) and plain.tc_beta == 2.25
+    scaled.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(plain.loss(x, 0, generator=_gen()).total,
+                               scaled.loss(x, 0, generator=_gen()).total)
+
+
 def test_beta_tcvae_adds_weighted_total_correlation():
     x, _ = _batch()
     model = _build("beta-tcvae")
     out = model.loss(x, 0, generator=_gen())
-    tc_beta = model.config.tc_beta
+    tc_beta = model.tc_beta
     torch.testing.assert_close(out.total, out.recon + out.kl + (tc_beta - 1.0) * out.extras["tc"])
 
 

@@ -143,22 +143,30 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def effective_beta(config, image_shape: tuple[int, ...]) -> float:  # noqa: ANN001 - any family
-    """The KL weight a family config puts on images of ``image_shape`` ``(C, H, W)``.
+def normalized_weight(weight: float, image_shape: tuple[int, ...]) -> float:
+    """A KL-term weight given for 64x64 images, for images of ``image_shape`` ``(C, H, W)``.
 
-    ``config.beta`` itself, or, with ``config.beta_normalized``, β per pixel in the spirit of
-    Higgins et al. 2017 (https://openreview.net/forum?id=Sy2fzU9gl, β_norm = β·M/N): ``beta`` is
-    the weight at ``BETA_REFERENCE_PIXELS`` = 64·64 pixels and scales with ``H·W``. The
-    reconstruction term is a sum over pixels, so at 32x32 a quarter of the pixels pay for the
-    same KL; the normalized β keeps their ratio. Channels are not counted (Higgins et al.'s N
-    counts input values): the colour of a toy-causal pixel is one concept (hue) spread over three
-    channels, and a grey and an RGB rendering of one scene should get the same β. Examples with
-    ``beta = 8``: 8 at 1x64x64, 2 at 1x32x32 and at 3x32x32.
+    The objective is the ELBO plus extra pressure: β·KL = KL + (β − 1)·KL (and for β-TCVAE
+    KL + (β_TC − 1)·TC). The ELBO part needs no normalization (it is a bound on the
+    likelihood at any size), but the reconstruction term is a sum over pixels, so at 32x32 a
+    quarter of the pixels pay for the same extra pressure. Scaling the excess over 1 by
+    ``H·W / BETA_REFERENCE_PIXELS`` keeps its ratio to the reconstruction term (the idea of
+    Higgins et al. 2017's β_norm = β·M/N, https://openreview.net/forum?id=Sy2fzU9gl, applied to
+    the part of β beyond the ELBO), keeps β = 1 a plain VAE at every size, and keeps the
+    literature's values at 64x64. Channels are not counted: the colour of a toy-causal pixel is
+    one concept (hue) spread over three channels, and a grey and an RGB rendering of one scene
+    should get the same β. Examples: 4 -> 4 at 64x64, 1.75 at 32x32 (grey or RGB); 6 -> 2.25.
     """
+    pixels = math.prod(int(d) for d in image_shape[-2:])
+    return 1.0 + (float(weight) - 1.0) * pixels / BETA_REFERENCE_PIXELS
+
+
+def effective_beta(config, image_shape: tuple[int, ...]) -> float:  # noqa: ANN001 - any family
+    """The KL weight β a family config puts on images of ``image_shape`` ``(C, H, W)``:
+    ``config.beta``, or with ``config.beta_normalized`` its `normalized_weight`."""
     if not config.beta_normalized:
         return float(config.beta)
-    pixels = math.prod(int(d) for d in image_shape[-2:])
-    return float(config.beta) * pixels / BETA_REFERENCE_PIXELS
+    return normalized_weight(config.beta, image_shape)
 
 
 def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any family config
@@ -184,8 +192,8 @@ class VAEConfig:
     beta : float
         Weight of the KL term (Higgins et al. 2017); 1 is the plain VAE.
     beta_normalized : bool
-        ``beta`` is per pixel (given for a 64x64 image, scaled by ``H·W / 4096``;
-        `effective_beta`) instead of the weight itself.
+        ``beta`` (and in the vae family ``tc_beta``) are given for 64x64 images; the part above
+        1 scales with ``H·W / 4096`` (`normalized_weight`).
     tc_beta : float
         Weight of the total-correlation term (Chen et al. 2018's β); 1 adds nothing.
     dataset_size : int

@@ -8,6 +8,9 @@ Per image, with q(z|x) = N(μ(x), diag σ²(x)) and p(z) = N(0, I), the minimize
 
     recon_weight · (−log p(x|z))  +  kl_weight · [β · KL(q(z|x) || p(z))  +  (β_TC − 1) · TC]
 
+(β and β_TC as configured, or for 64x64 and normalized to the image size with
+``beta_normalized``: `toybench.configs.normalized_weight`)
+
 averaged over the batch, where −log p(x|z) is summed over pixels (see ``likelihoods.py``),
 ``kl_weight`` is the training loop's schedule value, and TC is a minibatch estimate of the total
 correlation KL(q(z) || Π_d q(z_d)) (Chen et al. 2018, Sec. 4.1; see ``total_correlation``).
@@ -24,7 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from toybench.configs import VAEConfig, effective_beta
+from toybench.configs import VAEConfig, effective_beta, normalized_weight
 from toybench.models.common import (
     LossOutput,
     UnitGroup,
@@ -89,6 +92,8 @@ class VAE(nn.Module):
         self.config = config
         self.image_shape = tuple(image_shape)
         self.beta = effective_beta(config, self.image_shape)  # β for this image size
+        self.tc_beta = (normalized_weight(config.tc_beta, self.image_shape)
+                        if config.beta_normalized else float(config.tc_beta))
         arch = resolve_arch(config.arch, self.image_shape)
         self.likelihood = Likelihood(config.likelihood, config.sigma, config.variance_floor)
         channels = self.image_shape[0]
@@ -146,9 +151,9 @@ class VAE(nn.Module):
         kl = kl_per_unit.sum()
         regularizer = self.beta * kl
         extras: dict[str, Tensor] = {}
-        if self.config.tc_beta != 1.0:
+        if self.tc_beta != 1.0:
             tc = total_correlation(z, mu, logvar, self.config.dataset_size)
-            regularizer = regularizer + (self.config.tc_beta - 1.0) * tc
+            regularizer = regularizer + (self.tc_beta - 1.0) * tc
             extras["tc"] = tc.detach()
         elif diagnostics:
             with torch.no_grad():

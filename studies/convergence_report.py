@@ -1,0 +1,175 @@
+"""Tables and curves of the convergence study (``python studies/convergence.py report``).
+
+Reads every ``studies/convergence/runs/*/curve.json`` (one long run, scored at several steps),
+groups the runs by model x generator x σ, and writes:
+
+- ``docs/img/convergence-<generator>.png``: each headline score against the step, one line per
+  model (mean over seeds, the band spans the seeds' min..max), σ = 0.2 solid, σ = inf dashed;
+- ``docs/protocols-table.md``: per cell and step, the mean of every headline score over the
+  seeds, and whether the step is converged.
+
+The criterion (docs/protocols.md): a step S is converged for a cell when, for every headline
+score, the mean over seeds at S lies within the seed spread (min..max over seeds) at the longest
+step of the same runs. Steps are only compared where every seed of the cell has a point.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+#: (curve key, short label) of the headline scores; the entanglement of each correlated pair
+#: is added per generator (every ``test_decorrelated.entanglement.<a>-<b>`` key).
+HEADLINE = (
+    ("test.recon.bce", "bce"),
+    ("test_decorrelated.recon.bce", "bce (decorr)"),
+    ("test.active_units", "active units"),
+    ("test_decorrelated.dci.disentanglement", "DCI D"),
+    ("test_decorrelated.dci.completeness", "DCI C"),
+    ("test_decorrelated.dci.informativeness_test", "DCI I"),
+    ("test_decorrelated.mig", "MIG"),
+)
+PAIR_PREFIX = "test_decorrelated.entanglement."
+
+
+def load_curves(folder: Path) -> dict[tuple[str, str, str], dict[int, list[dict]]]:
+    """``{(model, generator, corr): {seed: curve rows}}`` of the finished runs under ``folder``."""
+    cells: dict[tuple[str, str, str], dict[int, list[dict]]] = defaultdict(dict)
+    for path in sorted(folder.glob("*/curve.json")):
+        metrics_path = path.with_name("metrics.json")
+        if not metrics_path.is_file():
+            continue  # unfinished
+        identity = json.loads(metrics_path.read_text())
+        key = (identity["model"], identity["generator"], str(identity["corr"]))
+        cells[key][int(identity["seed"])] = json.loads(path.read_text())
+    return dict(cells)
+
+
+def headline_keys(curves: dict[int, list[dict]]) -> list[tuple[str, str]]:
+    """The headline scores of one cell, with its correlated pairs' entanglement."""
+    first = next(iter(curves.values()))[-1]
+    pairs = sorted(k for k in first if k.startswith(PAIR_PREFIX))
+    return [*HEADLINE, *((k, "ent. " + k[len(PAIR_PREFIX):]) for k in pairs)]
+
+
+def by_step(curves: dict[int, list[dict]], key: str) -> dict[int, list[float]]:
+    """``{step: [value per seed]}`` for the steps every seed has."""
+    values: dict[int, list[float]] = defaultdict(list)
+    for rows in curves.values():
+        for row in rows:
+            value = row.get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                values[row["step"]].append(float(value))
+    return {s: v for s, v in sorted(values.items()) if len(v) == len(curves)}
+
+
+def converged_steps(curves: dict[int, list[dict]]) -> dict[int, list[str]]:
+    """``{step: [labels of the headline scores outside the final seed spread]}``."""
+    out: dict[int, list[str]] = {}
+    for key, label in headline_keys(curves):
+        series = by_step(curves, key)
+        if not series:
+            continue
+        last = max(series)
+        low, high = min(series[last]), max(series[last])
+        for step, values in series.items():
+            mean = sum(values) / len(values)
+            out.setdefault(step, [])
+            if not low - 1e-12 <= mean <= high + 1e-12:
+                out[step].append(label)
+    return out
+
+
+def table(cells) -> str:
+    lines = ["| model | generator | σ | seeds | " + " | ".join(
+        f"step {s}" for s in (300, 600, 1200, 2400, 3600, 4800)) + " |",
+             "|---|---|---|---|" + "---|" * 6]
+    for (model, generator, corr), curves in sorted(cells.items()):
+        verdict = converged_steps(curves)
+        row = [model, generator, corr, str(len(curves))]
+        for step in (300, 600, 1200, 2400, 3600, 4800):
+            if step not in verdict:
+                row.append("")
+            elif not verdict[step]:
+                row.append("✓")
+            else:
+                row.append("✗ " + ", ".join(verdict[step]))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def values_table(cells, step: int) -> str:
+    """Mean ± (max − min)/2 over seeds of every headline score at ``step``."""
+    lines = []
+    for (model, generator, corr), curves in sorted(cells.items()):
+        parts = []
+        for key, label in headline_keys(curves):
+            values = by_step(curves, key).get(step)
+            if values:
+                mean = sum(values) / len(values)
+                half = (max(values) - min(values)) / 2
+                parts.append(f"{label} {mean:.3g} ± {half:.2g}")
+        if parts:
+            lines.append(f"- **{model}**, {generator}, σ = {corr}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def plot(cells, generator: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = {k: v for k, v in cells.items() if k[1] == generator}
+    if not mine:
+        return
+    keys = headline_keys(next(iter(mine.values())))
+    cols = 4
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    models = sorted({k[0] for k in mine})
+    colours = dict(zip(models, plt.cm.tab10.colors, strict=False))
+    for ax, (key, label) in zip(axes.flat, keys, strict=False):
+        for (model, _, corr), curves in sorted(mine.items()):
+            series = by_step(curves, key)
+            if not series:
+                continue
+            steps = list(series)
+            mean = [sum(v) / len(v) for v in series.values()]
+            style = "--" if corr == "inf" else "-"
+            ax.plot(steps, mean, style, color=colours[model], marker="o", markersize=3,
+                    label=f"{model} σ={corr}")
+            ax.fill_between(steps, [min(v) for v in series.values()],
+                            [max(v) for v in series.values()], color=colours[model], alpha=0.12)
+        ax.set_title(label, fontsize=10)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
+    n_seeds = sorted({len(c) for c in mine.values()})
+    fig.suptitle(f"Convergence on {generator}: long protocol, mean over seeds "
+                 f"({'/'.join(map(str, n_seeds))}) with min..max band; σ = 0.2 solid, "
+                 f"σ = inf dashed", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(folder: Path, root: Path) -> None:
+    cells = load_curves(folder)
+    for generator in sorted({k[1] for k in cells}):
+        plot(cells, generator, root / "docs" / "img" / f"convergence-{generator}.png")
+    text = ["<!-- written by `python studies/convergence.py report`; do not edit -->",
+            "", "### Converged steps", "",
+            "✓: every headline score's mean over seeds lies within the seed spread of step "
+            "4800; ✗ lists the scores outside it.", "", table(cells), "",
+            "### Scores at the standard protocol's step (2400)", "",
+            values_table(cells, 2400), "",
+            "### Scores at the long protocol's step (4800)", "", values_table(cells, 4800), ""]
+    (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")
