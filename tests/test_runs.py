@@ -153,6 +153,28 @@ def test_score_at_writes_a_curve_and_changes_no_result(done_run, tmp_path):
     assert curve[0]["test.recon.bce"] != curve[-1]["test.recon.bce"]  # scored at other weights
 
 
+def test_score_at_survives_an_interruption(tmp_path, monkeypatch):
+    """Ctrl-C between two scored steps, then --resume: the curve keeps its first point and
+    ends as an uninterrupted run's (same bytes)."""
+    whole = _run(tmp_path / "whole", score_at=(1, 3))
+
+    def interrupted(*args, **kwargs):
+        if kwargs.get("stop_after") == 3:
+            train(*args, **{**kwargs, "stop_after": 2})
+            raise KeyboardInterrupt
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "cut", score_at=(1, 3))
+    monkeypatch.undo()
+    cut = tmp_path / "cut" / whole.run_dir.name
+    assert [row["step"] for row in json.loads((cut / "curve.json").read_text())] == [1]
+    resumed = _run(tmp_path / "cut", score_at=(1, 3), resume=True)
+    for name in ("curve.json", "metrics.json"):
+        assert (resumed.run_dir / name).read_bytes() == (whole.run_dir / name).read_bytes()
+
+
 @pytest.mark.parametrize(("steps", "message"), [((4,), r"\[1, 3\]"), ((0,), r"\[1, 3\]"),
                                                  (("2",), "integers")])
 def test_score_at_refuses_steps_outside_the_run(tmp_path, steps, message):

@@ -60,6 +60,7 @@ from toybench.train import (
     TrainResult,
     check_resumable,
     check_training_memory,
+    load_checkpoint,
     load_weights,
     log_final_scores,
     meta_model,
@@ -361,8 +362,9 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
              + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
         trained_seconds, trained_images = 0.0, 0.0
+        done_before = load_checkpoint(run_dir.ckpt)["step"] if resume else 0
         try:
-            for stop in (*score_at, cfg.steps):
+            for stop in (*(s for s in score_at if s > done_before), cfg.steps):
                 result = train(net, splits["train"].images, cfg, seed=spec.seed,
                                factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
                                resume=resume, tb_dir=run_dir.tb, progress=progress, meta=meta,
