@@ -148,6 +148,8 @@ def test_score_at_writes_a_curve_and_changes_no_result(done_run, tmp_path):
         (done_run.run_dir / "metrics.json").read_bytes()
     curve = json.loads((result.run_dir / "curve.json").read_text())
     assert [row["step"] for row in curve] == [1, 3, 4]
+    assert sorted(p.name for p in (result.run_dir / "ckpt").glob("step*.pt")) == \
+        ["step1.pt", "step3.pt"]
     final = json.loads((result.run_dir / "metrics.json").read_text())
     assert all(curve[-1][key] == final[key] for key in curve[-1] if key != "step")
     assert curve[0]["test.recon.bce"] != curve[-1]["test.recon.bce"]  # scored at other weights

@@ -42,7 +42,7 @@ from toybench import __version__, seeds
 from toybench.encoders import encode_images
 from toybench.errors import ToybenchError
 from toybench.evaluate import evaluate_model, pca_reference_for, summary_table
-from toybench.io import atomic_save_npz, atomic_write_json, atomic_write_text
+from toybench.io import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
 from toybench.plots import write_run_plots
 from toybench.rundir import (
     EVAL_SPLITS,
@@ -182,8 +182,9 @@ def execute(
     score_at : iterable of int
         Steps before the last at which training pauses and the model is scored with the full
         evaluation (the convergence study of docs/protocols.md); each point is appended to
-        ``curve.json`` (``[{"step": S, "seconds": ..., <metrics.json's score keys>}, ...]``,
-        the last step included), which a resumed run keeps. Pausing changes nothing: training
+        ``curve.json`` (``[{"step": S, <metrics.json's score keys>}, ...]``, the last step
+        included), which a resumed run keeps, and the checkpoint of that step is kept as
+        ``ckpt/step<S>.pt``. Pausing changes nothing: training
         resumes exactly from the checkpoint at S and evaluation draws no training randomness,
         so ``metrics.json`` is byte-identical to a run without ``score_at``; it is therefore not
         part of the run's identity.
@@ -381,6 +382,9 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
                                            perturbation_images=0)
                     curve.append(_curve_row(stop, point.metrics))
                     atomic_write_json(run_dir.curve, curve)
+                    # the model at this step, as a checkpoint load_weights can read
+                    atomic_write_bytes(run_dir.ckpt.with_name(f"step{stop}.pt"),
+                                       run_dir.ckpt.read_bytes())
                     echo(f"{clock} score  step {stop}: {_curve_line(curve[-1])} "
                          f"({time.perf_counter() - t_point:.1f} s)")
         except (TrainingDiverged, TrainingInterrupted) as err:
