@@ -758,3 +758,20 @@ def test_ada_loss_shares_the_units_the_threshold_picks():
     with pytest.raises(ValueError, match="pairs stacked along the batch"):
         model.loss(x[:7], 0)
     assert not isinstance(_build("vae"), Paired)
+
+
+def test_the_elbo_of_an_ada_model_is_that_of_single_images():
+    """The evaluation's ELBO pass scores single images (odd batches too) with ``image_loss``:
+    the β-VAE's ELBO of the same network, nothing shared between unrelated test images."""
+    from toybench.encoders import elbo_terms
+
+    ada = _build("ada-gvae")
+    vae = _build("beta-vae", beta_normalized=True)
+    vae.load_state_dict({k.removeprefix("vae."): v for k, v in ada.state_dict().items()})
+    images = (_batch(n=7)[0] * 255).round().to(torch.uint8).numpy()  # 7 images: not pairs
+    ours, reference = elbo_terms(ada, images, seed=3), elbo_terms(vae, images, seed=3)
+    assert ours.elbo == reference.elbo
+    np.testing.assert_array_equal(ours.kl_per_unit, reference.kl_per_unit)
+    x = torch.from_numpy(images).float() / 255
+    torch.testing.assert_close(ada.image_loss(x, 0, generator=_gen()).total,
+                               vae.loss(x, 0, generator=_gen()).total)

@@ -35,8 +35,9 @@ z̃_j ~ q̃(z | x_j) with independent noise for the two images.
 
 Batches: ``loss`` takes the pairs stacked along the batch, ``x`` = ``(2B, C, H, W)`` with
 x₁ = ``x[:B]`` and x₂ = ``x[B:]`` (what the training loop builds from ``(n, 2, C, H, W)``
-training data); ``encode``, ``decode`` and ``posteriors`` take single images like every model's,
-so scores, plots and ``load_run`` see a plain VAE.
+training data); ``image_loss`` (the evaluation's ELBO pass), ``encode``, ``decode`` and
+``posteriors`` take single images like every model's, so scores, plots and ``load_run`` see a
+plain VAE.
 """
 
 from __future__ import annotations
@@ -155,6 +156,23 @@ class AdaVAE(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """``(B, latent_dim)`` -> expected image ``(B, C, H, W)`` in [0, 1]."""
         return self.vae.decode(z)
+
+    def image_loss(
+        self,
+        x: Tensor,
+        step: int,
+        *,
+        factors: Tensor | None = None,
+        kl_weight: float = 1.0,
+        recon_weight: float = 1.0,
+        generator: torch.Generator | None = None,
+        diagnostics: bool = True,
+    ) -> LossOutput:
+        """The β-VAE objective of single images ``x`` ``(B, C, H, W)``: the model's ELBO (with
+        weights 1) of one image, nothing shared. ``diagnostics`` as in ``VAE.loss``."""
+        return self.vae.loss(x, step, factors=factors, kl_weight=kl_weight,
+                             recon_weight=recon_weight, generator=generator,
+                             diagnostics=diagnostics)
 
     def loss(
         self,

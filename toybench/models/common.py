@@ -157,11 +157,27 @@ class Fittable(Model, Protocol):
 @runtime_checkable
 class Paired(Model, Protocol):
     """A ``Model`` trained on pairs of images (``toybench.pairs``): its ``loss`` takes each batch
-    of B pairs as ``(2B, C, H, W)``, the first images then the second ones."""
+    of B pairs as ``(2B, C, H, W)``, the first images then the second ones; ``image_loss`` is
+    the objective of single images (what the evaluation's ELBO pass calls)."""
 
     @property
     def pairing(self) -> PairSpec:
         """How its training pairs are drawn (mode and k)."""
+        ...
+
+    def image_loss(
+        self,
+        x: Tensor,
+        step: int,
+        *,
+        factors: Tensor | None = None,
+        kl_weight: float = 1.0,
+        recon_weight: float = 1.0,
+        generator: torch.Generator | None = None,
+        diagnostics: bool = True,
+    ) -> LossOutput:
+        """The objective of single images ``x`` ``(B, C, H, W)`` (no pairs, nothing shared);
+        the keywords of ``Model.loss``."""
         ...
 
 
