@@ -184,8 +184,9 @@ def test_extends_a_file_next_to_it_and_chains(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('extends = "nope"', "extends = 'nope' is neither a shipped baseline (beta-tcvae, beta-vae, "
-                         "csvae, hvae, pca, vae) nor a file next to the spec"),
+    ('extends = "nope"', "extends = 'nope' is neither a shipped baseline (ada-gvae, ada-ml-vae, "
+                         "beta-tcvae, beta-vae, csvae, hvae, pca, vae) nor a file next to the "
+                         "spec"),
     ('extends = "protocols"', "is neither a shipped baseline"),
     ('extends = "mine.toml"', "'extends' loops"),
     ('extends = 3', "key 'extends' must be a string"),
@@ -220,7 +221,7 @@ def test_overlong_model_name_is_one_line_and_writes_nothing(tmp_path):
     assert isinstance(result.exception, SystemExit)  # click's exit, not an OSError traceback
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: unknown model 'vvvv"), result.output
-    assert "(300 characters)" in lines[0] and "valid: beta-tcvae" in lines[0]
+    assert "(300 characters)" in lines[0] and "valid: ada-gvae, ada-ml-vae, beta-tcvae" in lines[0]
     assert len(lines[0]) < 300  # the name is shortened, not echoed whole
     assert not out.exists() and list(tmp_path.iterdir()) == []
     with pytest.raises(ToybenchError, match="not a usable path"):

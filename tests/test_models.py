@@ -23,12 +23,14 @@ import torch
 from toybench.baselines import baseline_names, load_baseline
 from toybench.configs import effective_beta
 from toybench.errors import ToybenchError
-from toybench.models import MODELS, Fittable, LossOutput, Model, build_model, model_config
+from toybench.models import MODELS, Fittable, LossOutput, Model, Paired, build_model, model_config
 from toybench.models.common import kl_normal, kl_standard_normal, log_normal
+from toybench.models.ada import aggregate, shared_units, unit_kl
 from toybench.models.csvae import precision_weighted
 from toybench.models.likelihoods import Likelihood
 from toybench.models.nets import resolve_arch, subpixel_conv_transpose
 from toybench.models.vae import total_correlation
+from toybench.pairs import PairSpec
 from toybench.scm import DAG
 
 BASELINES = {name: load_baseline(name) for name in baseline_names()}
@@ -50,14 +52,15 @@ TEST_DAG = DAG(NODES, (("shape", "scale"), ("shape", "pos_x"), ("scale", "pos_x"
 # convs 1,568 (RGB) + 16,416 + 32,832 + 65,600, FC 262,400, head 5,140; decoder FC 2,816 +
 # 263,168, deconvs 65,600 + 32,800 + 16,416 + 1,539 (RGB) = 766,295. CSVAE adds its prior MLPs
 # (228 for scale | shape, 292 for pos_x | shape, scale) and classifiers (57); the head and decoder
-# input keep the VAE's size because 4 concepts x 2 units + 2 style units = 10 codes.
+# input keep the VAE's size because 4 concepts x 2 units + 2 style units = 10 codes. Ada-GVAE and
+# Ada-ML-VAE are the VAE's network trained on pairs: the same count.
 PARAMS_32 = {
     "vae": 633045, "beta-vae": 633045, "beta-tcvae": 633045,
-    "csvae": 633622, "hvae": 702565, "pca": 0,
+    "csvae": 633622, "hvae": 702565, "pca": 0, "ada-gvae": 633045, "ada-ml-vae": 633045,
 }
 PARAMS_64 = {
     "vae": 766295, "beta-vae": 766295, "beta-tcvae": 766295,
-    "csvae": 766872, "hvae": 835815, "pca": 0,
+    "csvae": 766872, "hvae": 835815, "pca": 0, "ada-gvae": 766295, "ada-ml-vae": 766295,
 }
 
 
@@ -98,8 +101,9 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 # --- the baseline files -------------------------------------------------------------------------
 
-def test_all_six_baselines_ship():
-    assert set(BASELINES) == {"vae", "beta-vae", "beta-tcvae", "csvae", "hvae", "pca"}
+def test_all_eight_baselines_ship():
+    assert set(BASELINES) == {"vae", "beta-vae", "beta-tcvae", "csvae", "hvae", "pca",
+                              "ada-gvae", "ada-ml-vae"}
     assert set(PARAMS_32) == set(BASELINES)
 
 
@@ -631,6 +635,9 @@ BAD_MODEL_VALUES = [
     ("hvae", "free_bits", math.nan), ("hvae", "free_bits", -0.1), ("hvae", "kl_balance", "yes"),
     ("hvae", "beta", math.inf), ("vae", "beta_normalized", "yes"), ("hvae", "beta_normalized", 1),
     ("pca", "n_components", 0), ("pca", "n_components", 1.5),
+    ("ada", "latent_dim", 0), ("ada", "aggregation", "mean"), ("ada", "pair_mode", "do"),
+    ("ada", "pair_k", -1), ("ada", "pair_k", 1.5), ("ada", "beta", math.nan),
+    ("ada", "beta_normalized", 1),
 ]
 
 
@@ -647,12 +654,14 @@ def test_model_configs_accept_their_boundaries():
     MODELS["csvae"][0](style_dim=0, supervision_weight=0.0)
     MODELS["hvae"][0](latent_dims=[1, 1], free_bits=0.0, kl_balance=False)
     MODELS["pca"][0](n_components=1)
+    MODELS["ada"][0](latent_dim=1, pair_k=0, beta=0.0, aggregation="ml-vae",
+                     pair_mode="intervention")
 
 
 def test_registry_trainable_flag_matches_the_model_class():
-    from toybench.models import CSVAE, HVAE, PCA, VAE
+    from toybench.models import CSVAE, HVAE, PCA, VAE, AdaVAE
 
-    classes = {"vae": VAE, "csvae": CSVAE, "hvae": HVAE, "pca": PCA}
+    classes = {"vae": VAE, "csvae": CSVAE, "hvae": HVAE, "pca": PCA, "ada": AdaVAE}
     assert set(classes) == set(MODELS)
     for family, entry in MODELS.items():
         assert entry.trainable is classes[family].trainable, family
@@ -669,3 +678,114 @@ def test_a_meta_device_model_first_does_not_break_real_models():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# --- Ada-GVAE / Ada-ML-VAE (weak supervision from pairs) -----------------------------------------
+
+def test_adaptive_threshold_keeps_apart_only_the_unit_that_differs():
+    """Two posteriors equal in every unit but one: δ = 0 there, so τ = ½ δ_max and every unit
+    but that one is shared (Locatello et al. 2020, eqs. 5-6)."""
+    gen = _gen()
+    mu_1, logvar_1 = torch.randn(3, 6, generator=gen), 0.3 * torch.randn(3, 6, generator=gen)
+    mu_2, logvar_2 = mu_1.clone(), logvar_1.clone()
+    apart = torch.tensor([4, 0, 2])  # the differing unit of each pair
+    rows = torch.arange(3)
+    mu_2[rows, apart] += torch.tensor([2.0, -0.5, 1e-3])  # large, small, tiny differences
+    logvar_2[1, 0] -= 1.0  # a variance that differs too
+    shared = shared_units(mu_1, logvar_1, mu_2, logvar_2)
+    expected = torch.ones(3, 6, dtype=torch.bool)
+    expected[rows, apart] = False
+    assert torch.equal(shared, expected)
+    # identical posteriors: every δ equals τ = 0, so nothing is shared (disentanglement_lib)
+    assert not shared_units(mu_1, logvar_1, mu_1, logvar_1).any()
+    # δ is the KL of the two posteriors, exactly 0 for equal ones (the reason for its own form)
+    torch.testing.assert_close(unit_kl(mu_1, logvar_1, mu_2, logvar_2),
+                               kl_normal(mu_1, logvar_1, mu_2, logvar_2))
+    assert torch.equal(unit_kl(mu_1, logvar_1, mu_1, logvar_1), torch.zeros(3, 6))
+    # a unit exactly at τ is kept apart: Δμ = (1, 5, 7), σ = 1 -> δ = (0.5, 12.5, 24.5), τ = 12.5
+    zeros = torch.zeros(1, 3)
+    at_tau = shared_units(zeros, zeros, torch.tensor([[1.0, 5.0, 7.0]]), zeros)
+    assert at_tau.tolist() == [[True, False, False]]
+
+
+def test_aggregations_known_answers():
+    mu_1, mu_2 = torch.tensor([[1.0]]), torch.tensor([[3.0]])
+    lv_1, lv_2 = torch.zeros(1, 1), torch.log(torch.tensor([[3.0]]))  # σ² = 1 and 3
+    mean, logvar = aggregate(mu_1, lv_1, mu_2, lv_2, "gvae")
+    assert mean.item() == pytest.approx(2.0) and logvar.exp().item() == pytest.approx(2.0)
+    # ML-VAE: precision-weighted mean (1/1 + 3/3) / (1 + 1/3) = 1.5, variance 2·1·3 / 4 = 1.5
+    mean, logvar = aggregate(mu_1, lv_1, mu_2, lv_2, "ml-vae")
+    assert mean.item() == pytest.approx(1.5) and logvar.exp().item() == pytest.approx(1.5)
+    # the ML aggregate is the normalized q1^½ q2^½ (densities on a grid)
+    z = torch.linspace(-8, 12, 20001, dtype=torch.float64)
+    q1 = torch.distributions.Normal(1.0, 1.0).log_prob(z)
+    q2 = torch.distributions.Normal(3.0, 3.0**0.5).log_prob(z)
+    geometric = torch.exp(0.5 * (q1 + q2))
+    geometric = geometric / torch.trapezoid(geometric, z)
+    got = torch.distributions.Normal(1.5, 1.5**0.5).log_prob(z).exp()
+    torch.testing.assert_close(geometric, got, atol=1e-6, rtol=0)
+    # stable at the clamp limits
+    lo, hi = torch.full((1, 1), -10.0), torch.full((1, 1), 10.0)
+    for mode in ("gvae", "ml-vae"):
+        mean, logvar = aggregate(mu_1, lo, mu_2, hi, mode)
+        assert torch.isfinite(mean).all() and torch.isfinite(logvar).all()
+    with pytest.raises(ValueError, match="aggregation"):
+        aggregate(mu_1, lv_1, mu_2, lv_2, "mean")
+
+
+@pytest.mark.parametrize("name", ["ada-gvae", "ada-ml-vae"])
+def test_ada_on_identical_pairs_is_the_beta_vae_on_the_same_images(name):
+    """x2 = x1: identical posteriors share nothing, so the loss is the β-VAE's on the 2B
+    images (same network, same noise)."""
+    ada = _build(name)
+    assert isinstance(ada, Paired) and ada.pairing == PairSpec("conditional", 0)
+    vae = _build("beta-vae")
+    vae.load_state_dict({k.removeprefix("vae."): v for k, v in ada.state_dict().items()})
+    assert ada.beta == vae.beta == 1.75  # 4 at 64x64, normalized to 32x32 as beta-vae's
+    assert _build(name, beta_normalized=False).beta == 4.0
+    assert _build(name, image_shape=(3, 64, 64)).beta == 4.0
+    x, _ = _batch(n=4)
+    pairs = torch.cat([x, x])
+    a = ada.loss(pairs, 0, kl_weight=0.5, recon_weight=2.0, generator=_gen(7))
+    b = vae.loss(pairs, 0, kl_weight=0.5, recon_weight=2.0, generator=_gen(7), diagnostics=False)
+    torch.testing.assert_close(a.total, b.total)
+    torch.testing.assert_close(a.kl_per_unit, b.kl_per_unit)
+    assert a.extras["shared"].item() == 0.0
+    torch.testing.assert_close(a.total, 2.0 * a.recon + 0.5 * ada.beta * a.kl)
+
+
+def test_ada_loss_shares_the_units_the_threshold_picks():
+    """Pairs of different images: the KL of the loss is that of the aggregated posteriors."""
+    model = _build("ada-ml-vae")
+    x, _ = _batch()  # 8 images: 4 pairs
+    out = model.loss(x, 0, generator=_gen())
+    with torch.no_grad():
+        mu, logvar = model.vae.posterior(x)
+    (mu_1, mu_2), (lv_1, lv_2) = mu.chunk(2), logvar.chunk(2)
+    shared = shared_units(mu_1, lv_1, mu_2, lv_2)
+    assert 0 < shared.sum() < shared.numel()
+    mean, log_var = aggregate(mu_1, lv_1, mu_2, lv_2, "ml-vae")
+    mus = torch.cat([torch.where(shared, mean, mu_1), torch.where(shared, mean, mu_2)])
+    lvs = torch.cat([torch.where(shared, log_var, lv_1), torch.where(shared, log_var, lv_2)])
+    torch.testing.assert_close(out.kl_per_unit, kl_standard_normal(mus, lvs).mean(dim=0))
+    assert out.extras["shared"].item() == pytest.approx(shared.sum().item() / 4)
+    with pytest.raises(ValueError, match="pairs stacked along the batch"):
+        model.loss(x[:7], 0)
+    assert not isinstance(_build("vae"), Paired)
+
+
+def test_the_elbo_of_an_ada_model_is_that_of_single_images():
+    """The evaluation's ELBO pass scores single images (odd batches too) with ``image_loss``:
+    the β-VAE's ELBO of the same network, nothing shared between unrelated test images."""
+    from toybench.encoders import elbo_terms
+
+    ada = _build("ada-gvae")
+    vae = _build("beta-vae", beta_normalized=True)
+    vae.load_state_dict({k.removeprefix("vae."): v for k, v in ada.state_dict().items()})
+    images = (_batch(n=7)[0] * 255).round().to(torch.uint8).numpy()  # 7 images: not pairs
+    ours, reference = elbo_terms(ada, images, seed=3), elbo_terms(vae, images, seed=3)
+    assert ours.elbo == reference.elbo
+    np.testing.assert_array_equal(ours.kl_per_unit, reference.kl_per_unit)
+    x = torch.from_numpy(images).float() / 255
+    torch.testing.assert_close(ada.image_loss(x, 0, generator=_gen()).total,
+                               vae.loss(x, 0, generator=_gen()).total)

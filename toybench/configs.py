@@ -21,6 +21,8 @@ LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("bf16", "fp32")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned")  # toybench.models.likelihoods
 ARCH_NAMES = ("conv32", "conv64")  # toybench.models.nets.ARCHS
+PAIR_MODES = ("conditional", "intervention")  # toybench.pairs
+ADA_AGGREGATIONS = ("gvae", "ml-vae")  # toybench.models.ada
 # A normalized β is given for an image of this many pixels: 64x64, the dSprites images on which
 # Higgins et al. 2017 and disentanglement_lib set beta-VAE's beta.
 BETA_REFERENCE_PIXELS = 64 * 64
@@ -313,6 +315,53 @@ class HVAEConfig:
         check_int(self.ladder_hidden, "hvae.ladder_hidden", minimum=1)
         check_real(self.free_bits, "hvae.free_bits", minimum=0.0)
         check_bool(self.kl_balance, "hvae.kl_balance")
+
+
+@dataclass(frozen=True)
+class AdaConfig:
+    """The ``[model]`` table of the ``ada`` family (Ada-GVAE, Ada-ML-VAE; Locatello et al. 2020,
+    https://arxiv.org/abs/2002.02886), trained on pairs of images (``toybench.pairs``).
+
+    Attributes
+    ----------
+    latent_dim : int
+        Number of latent units (= code columns).
+    aggregation : str
+        How a shared unit's two posteriors become one: ``"gvae"`` (the average of the two
+        Gaussians' means and variances, Ada-GVAE) or ``"ml-vae"`` (their normalized geometric
+        mean, a product of experts: precision-weighted mean, harmonic-mean variance; Ada-ML-VAE).
+    pair_mode : str
+        How the second image of a training pair is drawn: ``"conditional"`` (the changed factors
+        redrawn from the generator's distribution given the kept ones) or ``"intervention"``
+        (set by do(), independent of the kept factors); see ``toybench.pairs``.
+    pair_k : int
+        Factors that differ within a pair: 1 ≤ k ≤ K − 1 for a generator with K factors, or 0
+        for k drawn uniformly from 1..K − 1 per pair (Locatello et al.'s default).
+    beta : float
+        Weight of the KL term, as in ``VAEConfig``.
+    beta_normalized : bool
+        As in ``VAEConfig``.
+    arch, likelihood, sigma, variance_floor
+        As in ``VAEConfig``.
+    """
+
+    latent_dim: int = 10
+    aggregation: str = "gvae"
+    pair_mode: str = "conditional"
+    pair_k: int = 0
+    beta: float = 1.0
+    beta_normalized: bool = False
+    arch: str = "auto"
+    likelihood: str = "bernoulli"
+    sigma: float = 0.1
+    variance_floor: float = 1e-3
+
+    def __post_init__(self) -> None:
+        check_decoder_fields("ada", self)
+        check_int(self.latent_dim, "ada.latent_dim", minimum=1)
+        check_choice(self.aggregation, "ada.aggregation", ADA_AGGREGATIONS)
+        check_choice(self.pair_mode, "ada.pair_mode", PAIR_MODES)
+        check_int(self.pair_k, "ada.pair_k", minimum=0)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from toybench import seeds
+from toybench.models.common import Paired
 
 #: Images (or codes) per forward pass.
 BATCH_SIZE = 500
@@ -97,15 +98,18 @@ def elbo_terms(model, images: np.ndarray, *, seed: int, batch_size: int = BATCH_
     ``model.loss`` with KL and reconstruction weights 1, one reparameterized sample per image
     from a ``torch.Generator`` seeded by ``seed`` (the same stream for every split, as before),
     and ``diagnostics=False`` (no logging-only extras such as the VAE's TC estimate). Batch
-    means are weighted by batch size.
+    means are weighted by batch size. A ``Paired`` model (trained on pairs) is scored with its
+    ``image_loss``, the objective of single images.
     """
     generator = seeds.torch_generator(seed, "elbo")  # the ELBO's noise stream
+    # A model trained on pairs takes pairs in `loss`; its objective of one image is `image_loss`.
+    loss = model.image_loss if isinstance(model, Paired) else model.loss
     elbo, kl_units, n = 0.0, None, 0
     with inference(model, precision) as channels_last:
         for start in range(0, len(images), batch_size):
             x = float_batch(images[start : start + batch_size], channels_last)  # (B, C, H, W)
-            out = model.loss(x, _EVAL_STEP, kl_weight=1.0, recon_weight=1.0,
-                             generator=generator, diagnostics=False)
+            out = loss(x, _EVAL_STEP, kl_weight=1.0, recon_weight=1.0, generator=generator,
+                       diagnostics=False)
             b = x.shape[0]
             elbo += -(float(out.recon) + float(out.kl)) * b
             units = out.kl_per_unit.float().numpy().astype(np.float64) * b  # (L,)

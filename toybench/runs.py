@@ -43,6 +43,8 @@ from toybench.encoders import encode_images
 from toybench.errors import ToybenchError
 from toybench.evaluate import evaluate_model, pca_reference_for, summary_table
 from toybench.io import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
+from toybench.models.common import Paired
+from toybench.pairs import check_pairing, make_pairs
 from toybench.plots import write_run_plots
 from toybench.rundir import (
     EVAL_SPLITS,
@@ -213,9 +215,12 @@ def execute(
     generator = load_generator_cached(spec.generator)
     meta = model_meta(baseline, generator)
     family, model_config, build_args = _model_args(meta)
+    sized = meta_model(family, model_config, **build_args)
+    if isinstance(sized, Paired):  # trained on pairs: the generator must be able to give them
+        check_pairing(generator, sized.pairing)
     check_training_memory(baseline.train, image_shape=generator.image_shape,
-                          n_factors=len(generator.concepts),
-                          model=meta_model(family, model_config, **build_args))
+                          n_factors=len(generator.concepts), model=sized,
+                          group=2 if isinstance(sized, Paired) else 1)
     net = _build(meta, spec.seed)
     resumable = net.trainable and run_dir.ckpt.exists()
     if force:
@@ -345,11 +350,21 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
     sizes = {"train": cfg.n_train, "test": cfg.n_test, "test_decorrelated": cfg.n_test}
     splits = {name: make_split(generator, name, corr=spec.corr, n=n, seed=spec.seed)
               for name, n in sizes.items()}
-    atomic_write_json(run_dir.data_card, _jsonable({n: ds.card for n, ds in splits.items()}))
+    # A model trained on pairs gets x2 drawn for each training image (toybench.pairs).
+    pairs = (make_pairs(generator, splits["train"], net.pairing, seed=spec.seed)
+             if isinstance(net, Paired) else None)
+    cards = {n: ds.card for n, ds in splits.items()}
+    if pairs is not None:
+        cards["train"] = pairs.card
+    atomic_write_json(run_dir.data_card, _jsonable(cards))
     timings["data_seconds"] = time.perf_counter() - t
     shape = "x".join(map(str, generator.image_shape))
+    counts = {name: f"{name} {n}" for name, n in sizes.items()}
+    if pairs is not None:
+        counts["train"] = (f"train {cfg.n_train} pairs ({pairs.spec.mode}, "
+                           f"k {pairs.spec.k_label})")
     echo(f"{clock} data   {generator.name}, σ = {config['data']['corr']}: "
-         + ", ".join(f"{name} {n}" for name, n in sizes.items())
+         + ", ".join(counts.values())
          + f" images of {shape} in {timings['data_seconds']:.1f} s")
 
     t = time.perf_counter()
@@ -361,12 +376,14 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         run_dir.curve.unlink()  # a fresh start (not --resume) keeps no points of an older run
     if net.trainable:
         echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
+             + (" pairs" if pairs is not None else "")
              + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
         trained_seconds, trained_images = 0.0, 0.0
         done_before = load_checkpoint(run_dir.ckpt)["step"] if resume else 0
         try:
             for stop in (*(s for s in score_at if s > done_before), cfg.steps):
-                result = train(net, splits["train"].images, cfg, seed=spec.seed,
+                result = train(net, splits["train"].images if pairs is None else pairs.images,
+                               cfg, seed=spec.seed,
                                factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
                                resume=resume, tb_dir=run_dir.tb, progress=progress, meta=meta,
                                echo=lambda line: echo(f"{clock} {line}"), stop_after=stop)
@@ -502,7 +519,11 @@ def run_identity(config: Mapping[str, Any], *,
 
 
 def supervision(config: Mapping[str, Any]) -> str:
-    """``"none"``, or ``"weak (labels N%)"`` when a fraction of training labels is used."""
+    """``"none"``, ``"weak (pairs)"`` for a model trained on pairs of images (its model config
+    has a ``pair_mode``: ``toybench.pairs``), or ``"weak (labels N%)"`` when a fraction of
+    training labels is used."""
+    if "pair_mode" in config.get("model", {}).get("config", {}):
+        return "weak (pairs)"
     fraction = float(config.get("train", {}).get("supervised_fraction", 0.0) or 0.0)
     weight = float(config.get("model", {}).get("config", {}).get("supervision_weight", 0.0)
                    or 0.0)

@@ -22,6 +22,10 @@ purpose           derivation                                             used by
 ``elbo``          ``torch.Generator`` seeded ``seed + 7919``             ELBO pass of the evaluation
 ``pca``           ``seed`` (scikit-learn ``random_state``)               PCA reference (evaluation)
 ``shuffle``       numpy ``default_rng(seed)``                            ``score --shuffle-seed``
+``pairs.changed`` numpy ``SeedSequence([seed, 4])``                      which factors a training
+                                                                         pair changes (and k)
+``pairs.levels``  numpy ``SeedSequence([seed, 5])``                      the changed factors' new
+                                                                         levels (``toybench.pairs``)
 ================  =====================================================  =========================
 
 The PCA *baseline* uses a fixed SVD seed of its own (``toybench.models.pca``), so PCA codes do
@@ -42,6 +46,10 @@ from toybench.errors import ToybenchError
 MAX_SEED = 2**32 - 1
 
 DATA_TAGS = {"train": 0, "test": 1, "test_decorrelated": 2, "interventional": 3}
+#: The weakly supervised pairs' streams continue the data tags (``toybench.pairs``): separate
+#: streams for *which* factors change and for their new levels, so the two pair modes of one seed
+#: change the same factors of the same images and differ only in the new levels.
+PAIR_TAGS = {"changed": 4, "levels": 5}
 _SUPERVISION_TAG = 0x5EED
 _BATCH_STRIDE = 1_000_003
 _ELBO_OFFSET = 7919
@@ -61,6 +69,8 @@ PURPOSES = {
     "elbo": "the sampling noise of the evaluation's ELBO pass",
     "pca": "the randomized SVD of the PCA reference",
     "shuffle": "toybench score --shuffle-seed: the row permutation (seeded by that option)",
+    "pairs.changed": "which factors each weakly supervised training pair changes, and k",
+    "pairs.levels": "the new levels of the changed factors of each training pair",
 }
 
 
@@ -84,7 +94,8 @@ def check_seed(seed: Any) -> int:
 
 
 def numpy_rng(seed: int, purpose: str) -> np.random.Generator:
-    """The numpy stream of ``purpose``: ``data.<split>``, ``supervision`` or ``eval.<split>``.
+    """The numpy stream of ``purpose``: ``data.<split>``, ``pairs.<part>``, ``supervision``,
+    ``eval.<split>`` or ``shuffle``.
 
     Raises
     ------
@@ -95,13 +106,16 @@ def numpy_rng(seed: int, purpose: str) -> np.random.Generator:
     kind, _, split = purpose.partition(".")
     if kind == "data" and split in DATA_TAGS:
         return np.random.default_rng(np.random.SeedSequence([seed, DATA_TAGS[split]]))
+    if kind == "pairs" and split in PAIR_TAGS:
+        return np.random.default_rng(np.random.SeedSequence([seed, PAIR_TAGS[split]]))
     if purpose == "supervision":
         return np.random.default_rng([seed, _SUPERVISION_TAG])
     if kind == "eval" and split:
         return np.random.default_rng([seed, zlib.crc32(split.encode())])
     if purpose == "shuffle":
         return np.random.default_rng(seed)
-    valid = [f"data.{s}" for s in DATA_TAGS] + ["supervision", "eval.<split>", "shuffle"]
+    valid = ([f"data.{s}" for s in DATA_TAGS] + [f"pairs.{s}" for s in PAIR_TAGS]
+             + ["supervision", "eval.<split>", "shuffle"])
     raise KeyError(f"no numpy stream for purpose {purpose!r}; valid: {', '.join(valid)}")
 
 

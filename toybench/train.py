@@ -701,7 +701,10 @@ def train(
     model : torch.nn.Module
         A toybench model: ``loss(x, step, *, factors, kl_weight, recon_weight) -> LossOutput``.
     images : np.ndarray
-        ``(n, C, H, W)`` uint8 training images (converted to float in [0, 1] per batch).
+        ``(n, C, H, W)`` uint8 training images (converted to float in [0, 1] per batch), or
+        ``(n, G, C, H, W)``: n training examples of G images each (pairs: G = 2, for a
+        ``toybench.models.common.Paired`` model). Batches draw examples; a batch of B groups
+        reaches ``model.loss`` as ``(G·B, C, H, W)``, member g of example i at row ``g·B + i``.
     config : TrainConfig
         Steps, batch size, optimizer, schedule, guard, logging and precision.
     seed : int
@@ -757,9 +760,11 @@ def train(
         raise ToybenchError("cannot resume: no checkpoint path given")
     checkpoint = check_resumable(ckpt_path, model, config, seed) if resume else None
     keep_freed_memory()
-    data_u8 = torch.from_numpy(np.ascontiguousarray(images))  # (n, C, H, W) uint8
+    data_u8 = torch.from_numpy(np.ascontiguousarray(images))  # (n, C, H, W) or (n, G, C, H, W)
     labels = _supervision_labels(factors, config.supervised_fraction, seed)
-    channels_last = data_u8.ndim == 4
+    channels_last = data_u8.ndim in (4, 5)
+    group = data_u8.shape[1] if data_u8.ndim == 5 else 1  # images per training example
+    first_images = data_u8[:, 0] if data_u8.ndim == 5 else data_u8  # (n, C, H, W)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, config)
@@ -775,7 +780,8 @@ def train(
         start = state.step
         end = config.steps if stop_after is None else min(config.steps, stop_after)
         monitor = _Monitor(config, n, start, tb_dir, progress, echo, on_log,
-                           fixed_batch=_to_float(data_u8[: min(64, n)], channels_last))
+                           fixed_batch=_to_float(first_images[: min(64, n)], channels_last),
+                           group=group)
         if start > 0:
             monitor.say(f"train  resuming at step {start}/{config.steps} from {ckpt_path}")
         saved_at = start if checkpoint is not None else None
@@ -786,7 +792,7 @@ def train(
                 for step in range(start, end):
                     state.begin_step()
                     idx = batch_indices(n, config.batch_size, step, seed)  # (B,)
-                    x = _to_float(data_u8[idx], channels_last)  # (B, C, H, W) float32
+                    x = _to_float(_batch_u8(data_u8, idx), channels_last)  # (G·B, C, H, W)
                     done = step + 1
                     logged = done % config.log_every == 0 or done == config.steps
                     # Models with costly logging-only terms skip them on steps not logged.
@@ -818,7 +824,7 @@ def train(
     ran = max(end - start, 0)
     return TrainResult(history=state.history, steps_done=max(end, start),
                        nan_skipped=state.nan_skipped, train_seconds=seconds,
-                       images_per_second=(ran * min(config.batch_size, n) / seconds
+                       images_per_second=(ran * min(config.batch_size, n) * group / seconds
                                           if seconds > 0 else 0.0))
 
 
@@ -865,9 +871,9 @@ class _Monitor:
     def __init__(self, config: TrainConfig, n: int, start: int, tb_dir: str | Path | None,
                  progress: bool | None, echo: Callable[[str], None] | None,
                  on_log: Callable[[dict[str, float]], None] | None,
-                 fixed_batch: torch.Tensor) -> None:
+                 fixed_batch: torch.Tensor, group: int = 1) -> None:
         self.config = config
-        self.batch_size = min(config.batch_size, n)
+        self.batch_size = min(config.batch_size, n) * group  # images per step
         self.start = start
         self.on_log = on_log
         self.fixed_batch = fixed_batch
@@ -942,6 +948,16 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _batch_u8(data_u8: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The images of the training examples ``idx``: ``(B, C, H, W)``; for data of groups of G
+    images, ``(n, G, C, H, W)``, the groups stacked member by member: ``(G·B, C, H, W)`` with
+    member g of example i at row ``g·B + i`` (pairs: the B first images, then the B second)."""
+    batch = data_u8[idx]
+    if batch.ndim == 5:
+        batch = batch.transpose(0, 1).reshape(-1, *batch.shape[2:])  # (B, G, ...) -> (G·B, ...)
+    return batch
 
 
 def _to_float(x_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -1105,15 +1121,17 @@ def model_training_bytes(model: torch.nn.Module) -> int:
     return trainable * 4 * ADAM_COPIES + other
 
 
-def data_bytes(config: TrainConfig, image_shape: tuple[int, int, int], n_factors: int) -> int:
-    """Bytes of a run's data: the train and two test splits, uint8 images and int64 factors."""
+def data_bytes(config: TrainConfig, image_shape: tuple[int, int, int], n_factors: int, *,
+               group: int = 1) -> int:
+    """Bytes of a run's data: the train and two test splits, uint8 images and int64 factors
+    (``group`` images per training example: 2 for pairs)."""
     c, h, w = image_shape
-    return (config.n_train + 2 * config.n_test) * (c * h * w + 8 * n_factors)
+    return (group * config.n_train + 2 * config.n_test) * (c * h * w + 8 * n_factors)
 
 
 def check_training_memory(config: TrainConfig, *, image_shape: tuple[int, int, int],
                           n_factors: int, model: torch.nn.Module | None = None,
-                          memory: int | None = None) -> None:
+                          memory: int | None = None, group: int = 1) -> None:
     """Refuse a run whose data or model cannot fit in this machine's memory, before allocating.
 
     Parameters
@@ -1129,6 +1147,8 @@ def check_training_memory(config: TrainConfig, *, image_shape: tuple[int, int, i
     memory : int, optional
         Bytes available; default ``toybench.errors.memory_limit_bytes()`` (physical memory or
         the container's limit).
+    group : int
+        Images per training example (2 for a model trained on pairs).
 
     Raises
     ------
@@ -1136,7 +1156,7 @@ def check_training_memory(config: TrainConfig, *, image_shape: tuple[int, int, i
         One line with the estimated size and the memory, naming what to lower.
     """
     memory = memory_limit_bytes() if memory is None else memory
-    data = data_bytes(config, image_shape, n_factors)
+    data = data_bytes(config, image_shape, n_factors, group=group)
     shape = "x".join(str(s) for s in image_shape)
     if data > memory:
         raise ToybenchError(f"train.n_train={config.n_train} and train.n_test={config.n_test} "

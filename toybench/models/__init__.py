@@ -4,9 +4,11 @@ One file per family, each holding its frozen config dataclass, modules and loss:
 ``vae.py`` (VAE / β-VAE / β-TCVAE, Kingma & Welling 2014 https://arxiv.org/abs/1312.6114,
 Higgins et al. 2017, Chen et al. 2018 https://arxiv.org/abs/1802.04942), ``csvae.py`` (causally
 structured VAE along the generator's DAG), ``hvae.py`` (ladder VAE, Sønderby et al. 2016
-https://arxiv.org/abs/1602.02282, with NVAE stabilisers), ``pca.py`` (the non-neural reference).
+https://arxiv.org/abs/1602.02282, with NVAE stabilisers), ``ada.py`` (Ada-GVAE and Ada-ML-VAE,
+weakly supervised by pairs of images, Locatello et al. 2020 https://arxiv.org/abs/2002.02886),
+``pca.py`` (the non-neural reference).
 Shared parts: ``nets.py`` (conv backbones), ``likelihoods.py``, ``common.py`` (the model contract
-``Model`` / ``Fittable``, ``LossOutput``, ``UnitGroup``, Gaussian algebra; see also
+``Model`` / ``Fittable`` / ``Paired``, ``LossOutput``, ``UnitGroup``, Gaussian algebra; see also
 docs/architecture.md).
 """
 
@@ -15,18 +17,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from toybench.configs import CSVAEConfig, HVAEConfig, PCAConfig, VAEConfig
+from toybench.configs import AdaConfig, CSVAEConfig, HVAEConfig, PCAConfig, VAEConfig
 from toybench.errors import ToybenchError
 
-__all__ = ["MODELS", "Family", "Fittable", "LossOutput", "Model", "UnitGroup", "build_model",
-           "model_config"]
+__all__ = ["MODELS", "Family", "Fittable", "LossOutput", "Model", "Paired", "UnitGroup",
+           "build_model", "model_config"]
 
 # The model classes need torch; the registry and the configs do not (a run's config resolves
 # without torch), so the classes are imported when first used.
 _LAZY = {"Fittable": "toybench.models.common", "LossOutput": "toybench.models.common",
-         "Model": "toybench.models.common", "UnitGroup": "toybench.models.common",
-         "VAE": "toybench.models.vae", "CSVAE": "toybench.models.csvae",
-         "HVAE": "toybench.models.hvae", "PCA": "toybench.models.pca"}
+         "Model": "toybench.models.common", "Paired": "toybench.models.common",
+         "UnitGroup": "toybench.models.common", "VAE": "toybench.models.vae",
+         "CSVAE": "toybench.models.csvae", "HVAE": "toybench.models.hvae",
+         "AdaVAE": "toybench.models.ada", "PCA": "toybench.models.pca"}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,6 +58,12 @@ def _build_hvae(config: HVAEConfig, *, image_shape, dag, concept_sizes):  # noqa
     from toybench.models.hvae import HVAE
 
     return HVAE(config, image_shape)
+
+
+def _build_ada(config: AdaConfig, *, image_shape, dag, concept_sizes):  # noqa: ANN001, ANN202
+    from toybench.models.ada import AdaVAE
+
+    return AdaVAE(config, image_shape)
 
 
 def _build_pca(config: PCAConfig, *, image_shape, dag, concept_sizes):  # noqa: ANN001, ANN202
@@ -87,6 +96,7 @@ MODELS: dict[str, Family] = {
     "csvae": Family(CSVAEConfig, _build_csvae, True),
     "hvae": Family(HVAEConfig, _build_hvae, True),
     "pca": Family(PCAConfig, _build_pca, False),
+    "ada": Family(AdaConfig, _build_ada, True),
 }
 
 

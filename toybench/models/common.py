@@ -4,7 +4,9 @@ diagonal-Gaussian algebra.
 ``Model`` is the contract every family satisfies (a ``typing.Protocol``, checkable with
 ``isinstance``); training, scoring and plotting call these members and nothing else, never probing
 for optional ones. A family without gradient training (``trainable = False``, PCA) also satisfies
-``Fittable``: it is fitted once on the training images instead of optimized.
+``Fittable``: it is fitted once on the training images instead of optimized. A family trained on
+pairs of images (weak supervision, ``ada``) also satisfies ``Paired``: the run draws its training
+pairs as its ``pairing`` says.
 
 The Gaussian helpers implement the closed forms used by all VAEs here: the reparameterized sample
 (Kingma & Welling 2014, https://arxiv.org/abs/1312.6114, eq. 10), the KL divergence between two
@@ -21,10 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from toybench.pairs import PairSpec
 
 # exp(-10) ≈ 4.5e-5 (σ ≈ 0.007) and exp(10) ≈ 2.2e4: wide enough never to bind in healthy training,
 # narrow enough that exp() cannot overflow fp32 or underflow to a zero variance.
@@ -146,6 +151,33 @@ class Fittable(Model, Protocol):
 
     def fit(self, images: Tensor) -> None:
         """Fit to the training images ``(n, C, H, W)``: uint8 in 0..255 or float in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class Paired(Model, Protocol):
+    """A ``Model`` trained on pairs of images (``toybench.pairs``): its ``loss`` takes each batch
+    of B pairs as ``(2B, C, H, W)``, the first images then the second ones; ``image_loss`` is
+    the objective of single images (what the evaluation's ELBO pass calls)."""
+
+    @property
+    def pairing(self) -> PairSpec:
+        """How its training pairs are drawn (mode and k)."""
+        ...
+
+    def image_loss(
+        self,
+        x: Tensor,
+        step: int,
+        *,
+        factors: Tensor | None = None,
+        kl_weight: float = 1.0,
+        recon_weight: float = 1.0,
+        generator: torch.Generator | None = None,
+        diagnostics: bool = True,
+    ) -> LossOutput:
+        """The objective of single images ``x`` ``(B, C, H, W)`` (no pairs, nothing shared);
+        the keywords of ``Model.loss``."""
         ...
 
 
