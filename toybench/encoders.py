@@ -13,6 +13,9 @@ row's code differently depending on the batch it is in (measured with 2 threads:
 between a batch of 24 and one of 500), so it stays at 500, the value every earlier run used.
 `toybench.evaluate` hands ``encode`` 1,024 images per call (``EvalConfig.encode_batch``), which
 this module runs as batches of 500, 500 and 24, exactly as before.
+
+Each pass runs on the model's device (`model_device`: a model trained with ``--device cuda``
+stays there); the images go there batch by batch and the codes come back to the CPU as numpy.
 """
 
 from __future__ import annotations
@@ -30,19 +33,27 @@ BATCH_SIZE = 500
 _EVAL_STEP = 10**9
 
 
-def float_batch(images_u8: np.ndarray) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` → float32 tensor in [0, 1] (a contiguous copy)."""
-    return torch.from_numpy(np.ascontiguousarray(images_u8)).float().div_(255.0)
+def float_batch(images_u8: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` → float32 tensor in [0, 1] on ``device`` (a contiguous copy)."""
+    return torch.from_numpy(np.ascontiguousarray(images_u8)).to(device).float().div_(255.0)
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's first parameter or buffer (the CPU for a model with neither)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()
 def encode_images(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Codes (posterior means) of uint8 images ``(n, C, H, W)`` → ``(n, n_codes)`` float64."""
     model.eval()
+    device = model_device(model)
     out = []
     for start in range(0, len(images), batch_size):
-        x = float_batch(images[start : start + batch_size])  # (B, C, H, W)
-        out.append(model.encode(x).float().numpy().astype(np.float64))  # (B, L)
+        x = float_batch(images[start : start + batch_size], device)  # (B, C, H, W)
+        out.append(model.encode(x).float().cpu().numpy().astype(np.float64))  # (B, L)
     return np.concatenate(out)
 
 
@@ -50,10 +61,12 @@ def encode_images(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np
 def decode_codes(model, codes: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Mean images in [0, 1] decoded from ``codes (n, L)`` → ``(n, C, H, W)`` float32."""
     model.eval()
+    device = model_device(model)
     out = []
     for start in range(0, len(codes), batch_size):
-        z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size])).float()
-        out.append(model.decode(z).float().clamp(0, 1).numpy())  # (B, L) -> (B, C, H, W)
+        z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size]))
+        z = z.to(device).float()  # (B, L)
+        out.append(model.decode(z).float().clamp(0, 1).cpu().numpy())  # (B, C, H, W)
     return np.concatenate(out)
 
 
@@ -75,15 +88,16 @@ def elbo_terms(model, images: np.ndarray, *, seed: int,
     means are weighted by batch size.
     """
     model.eval()
-    generator = seeds.torch_generator(seed, "elbo")  # the ELBO's noise stream
+    device = model_device(model)
+    generator = seeds.torch_generator(seed, "elbo")  # the ELBO's noise stream (on the CPU)
     elbo, kl_units, n = 0.0, None, 0
     for start in range(0, len(images), batch_size):
-        x = float_batch(images[start : start + batch_size])  # (B, C, H, W)
+        x = float_batch(images[start : start + batch_size], device)  # (B, C, H, W)
         out = model.loss(x, _EVAL_STEP, kl_weight=1.0, recon_weight=1.0, generator=generator,
                          diagnostics=False)
         b = x.shape[0]
         elbo += -(float(out.recon) + float(out.kl)) * b
-        units = out.kl_per_unit.float().numpy().astype(np.float64) * b  # (L,)
+        units = out.kl_per_unit.float().cpu().numpy().astype(np.float64) * b  # (L,)
         kl_units = units if kl_units is None else kl_units + units
         n += b
     return ELBOTerms(elbo / n, kl_units / n)

@@ -581,7 +581,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     lr = lr_at(config, step)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         out = model.loss(x, step, factors=labels, kl_weight=kl_w,
                          recon_weight=config.recon_weight, **loss_kwargs)
     loss = out.total.float()
@@ -693,6 +693,7 @@ def train(
     on_log: Callable[[dict[str, float]], None] | None = None,
     echo: Callable[[str], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train ``model`` on ``images`` with Adam under ``config``; deterministic given ``seed``.
 
@@ -729,6 +730,10 @@ def train(
     meta : Mapping, optional
         JSON-ready description stored in every checkpoint under ``"meta"`` (the run stores what
         rebuilds the model: family, model config, image shape, DAG, concept sizes).
+    device : str
+        ``"cpu"`` or ``"cuda"`` (`toybench.hardware.resolve_device`): the model is moved there
+        and each batch is copied there; the data, the random generators and the checkpoints
+        stay on the CPU, so a run's batches and noise do not depend on the device.
 
     Returns
     -------
@@ -760,8 +765,8 @@ def train(
     data_u8 = torch.from_numpy(np.ascontiguousarray(images))  # (n, C, H, W) uint8
     labels = _supervision_labels(factors, config.supervised_fraction, seed)
     channels_last = data_u8.ndim == 4
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device=device, memory_format=torch.channels_last) if channels_last \
+        else model.to(device=device)
     optimizer = _make_optimizer(model, config)
     # The reparameterization noise comes from this generator (saved in every checkpoint);
     # anything else drawing from torch's default RNG is covered by fork_rng.
@@ -775,7 +780,8 @@ def train(
         start = state.step
         end = config.steps if stop_after is None else min(config.steps, stop_after)
         monitor = _Monitor(config, n, start, tb_dir, progress, echo, on_log,
-                           fixed_batch=_to_float(data_u8[: min(64, n)], channels_last))
+                           fixed_batch=_to_float(data_u8[: min(64, n)].to(device),
+                                                 channels_last))
         if start > 0:
             monitor.say(f"train  resuming at step {start}/{config.steps} from {ckpt_path}")
         saved_at = start if checkpoint is not None else None
@@ -786,13 +792,14 @@ def train(
                 for step in range(start, end):
                     state.begin_step()
                     idx = batch_indices(n, config.batch_size, step, seed)  # (B,)
-                    x = _to_float(data_u8[idx], channels_last)  # (B, C, H, W) float32
+                    x = _to_float(data_u8[idx].to(device), channels_last)  # (B, C, H, W)
                     done = step + 1
                     logged = done % config.log_every == 0 or done == config.steps
                     # Models with costly logging-only terms skip them on steps not logged.
                     loss_kwargs["diagnostics"] = logged
                     outcome = train_step(model, optimizer, params, x,
-                                         None if labels is None else labels[idx], step, config,
+                                         None if labels is None else labels[idx].to(device),
+                                         step, config,
                                          loss_kwargs)
                     state.end_step(outcome.finite, seconds_before + time.perf_counter() - t0)
                     monitor.after_step(state, outcome, logged)
