@@ -39,6 +39,8 @@ def test_entries_are_well_formed():
         ("test.leakage.rotation", "leakage.<c>", "test"),
         ("test.active_units.fraction", "active_units.fraction", "test"),
         ("test.collapse.no_active_units", "collapse.no_active_units", "test"),
+        ("test_corr0_4.mig", "mig", "test_corr0_4"),  # --test-corr 0.4
+        ("test_corrinf.entanglement.size-hue", "entanglement.<a>-<b>", "test_corrinf"),
         ("train.steps", "train.steps", None),
         ("warnings", "warnings", None),
         ("n_codes", "n_codes", None),
@@ -88,3 +90,19 @@ def test_list_prints_every_registered_key_with_direction_and_bounds():
         assert f" {info.arrow} " in line and info.meaning in line
     assert "[0, 1]" in shown["<split>.dci.disentanglement"]
     assert "[-inf, inf]" in shown["<split>.elbo"]
+
+
+def test_splits_are_registered_and_listed():
+    from toybench.metrics import SPLIT_INFO, split_info
+    from toybench.rundir import EVAL_SPLITS, split_at_corr
+
+    for split in EVAL_SPLITS:
+        assert split_info(split) == SPLIT_INFO[split]
+    for sigma in (0.4, 0.25, 1e-5, float("inf")):
+        assert split_info(split_at_corr(sigma)) == SPLIT_INFO["test_corr<σ>"]
+    with pytest.raises(KeyError, match="unknown split 'val'; valid: test, test_decorrelated"):
+        split_info("val")
+    lines = CliRunner().invoke(main, ["list"]).output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("splits"))
+    shown = [line.split()[0] for line in lines[start + 1:start + 1 + len(SPLIT_INFO)]]
+    assert shown == list(SPLIT_INFO)

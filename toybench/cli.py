@@ -35,6 +35,10 @@ class _UserErrors:
 
 
 _DATA_HELP = "generator: a shipped name (see `toybench list`) or a path to your own .toml spec"
+_TEST_CORR_HELP = ("also score on extra test splits drawn at these σ, comma-separated (keys "
+                   "test_corr0_4.*, test_corrinf.*; part of the run's config and hash)")
+_DEVICE_HELP = ("auto (cuda if available, else cpu) | cpu | cuda; bf16 autocast on either; not "
+                "part of the run's hash")
 _CORR_HELP = "correlation width σ > 0 (smaller = stronger); 'inf' = independent factors"
 
 
@@ -44,7 +48,8 @@ _CORR_HELP = "correlation width σ > 0 (smaller = stronger); 'inf' = independent
 @click.option("-n", "n", type=int, default=1000, show_default=True, help="number of samples")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (≥ 0)")
 @click.option("--split", default="train", show_default=True,
-              help="train | test | test_decorrelated (σ = inf)")
+              help="train | test | test_decorrelated (σ = inf) | test_corr<σ> (σ of its name: "
+                   "test_corr0_4)")
 @click.option("-o", "--out", required=True, help="output .npz (images, factors, concepts, card)")
 def generate(data: str, corr: str, n: int, seed: int, split: str, out: str) -> None:
     """Draw a data set and export it as an .npz for any framework."""
@@ -101,6 +106,13 @@ def _metric_lines() -> list[tuple[str, str]]:
     return lines
 
 
+def _split_lines() -> list[tuple[str, str]]:
+    """The evaluation splits that prefix score keys, from `toybench.metrics.SPLIT_INFO`."""
+    from toybench.metrics import SPLIT_INFO
+
+    return list(SPLIT_INFO.items())
+
+
 def _setting_lines() -> list[tuple[str, str]]:
     from toybench.baselines import setting_summaries
 
@@ -111,6 +123,7 @@ def _setting_lines() -> list[tuple[str, str]]:
 LIST_SECTIONS = {
     "generators": _generator_lines,
     "baselines": _baseline_lines,
+    "splits (the <split> of a score key)": _split_lines,
     "metrics": _metric_lines,
     "settings (--set KEY=VALUE; field defaults, protocols and baseline files set their own)":
         _setting_lines,
@@ -153,16 +166,33 @@ def list_() -> None:
 @click.option("--score-at", "score_at", default="", metavar="S1,S2,...",
               help="also score the model at these steps of its training (full evaluation, "
                    "appended to curve.json with the final step); changes no result")
+@click.option("--test-corr", default=None, metavar="S1,S2",
+              help=_TEST_CORR_HELP)
+@click.option("--device", default="cpu", show_default=True, help=_DEVICE_HELP)
+@click.option("--threads", default=None, metavar="T",
+              help="cap torch, OpenMP and BLAS at T threads in this process (default: "
+                   "torch's own choice, one per core)")
 def run_command(model: str, data: str, corr: str, seed: int, protocol: str,
                 overrides: tuple[str, ...], out: str, resume: bool, force: bool,
-                fp32: bool, no_plots: bool, score_at: str) -> None:
+                fp32: bool, no_plots: bool, score_at: str, test_corr: str | None, device: str,
+                threads: str | None) -> None:
     """Train a baseline, score it on the test and decorrelated splits, write runs/<name>/."""
-    from toybench.runs import run
+    from toybench import hardware
 
     with _UserErrors():
-        run(model, data=data, corr=corr, seed=seed, protocol=protocol, overrides=overrides,
-            out=out, resume=resume, force=force, fp32=fp32, plots=not no_plots, echo=click.echo,
-            score_at=_steps_list(score_at))
+        hardware.check_device(device)
+        extra = ()
+        if test_corr is not None:
+            from toybench.sweep import eval_test_corr_setting, parse_corrs
+
+            extra = (eval_test_corr_setting(parse_corrs(test_corr, "--test-corr")),)
+        if threads is not None:  # before torch is imported (toybench.runs imports it)
+            hardware.cap_threads(_count(threads, "--threads"))
+        from toybench.runs import run
+
+        run(model, data=data, corr=corr, seed=seed, protocol=protocol,
+            overrides=(*overrides, *extra), out=out, resume=resume, force=force, fp32=fp32,
+            plots=not no_plots, echo=click.echo, device=device, score_at=_steps_list(score_at))
 
 
 def _steps_list(text: str) -> tuple[int, ...]:
@@ -175,6 +205,87 @@ def _steps_list(text: str) -> tuple[int, ...]:
     except ValueError:
         raise ToybenchError(f"--score-at takes comma-separated step counts, got {text!r}") \
             from None
+
+
+def _count(text: str | None, what: str, *, minimum: int = 1) -> int | None:
+    """An integer option given as text, checked here so that junk is one clear line."""
+    from toybench.errors import ToybenchError
+
+    if text is None:
+        return None
+    value = str(text).strip()
+    if not value.isdigit() or int(value) < minimum:
+        raise ToybenchError(f"{what} must be an integer ≥ {minimum}, got {text!r}")
+    return int(value)
+
+
+@main.command(name="sweep", short_help="Run a grid of runs: models × data × σ × seeds.")
+@click.option("--models", required=True, metavar="M1,M2",
+              help="baselines, comma-separated (shipped names or .toml paths)")
+@click.option("--data", default="toy-causal", show_default=True, metavar="G1,G2",
+              help="generators, comma-separated (shipped names or .toml paths)")
+@click.option("--corr", default="inf", show_default=True, metavar="S1,S2",
+              help="training σ values, comma-separated, e.g. inf,0.7,0.4,0.2")
+@click.option("--seeds", default="0", show_default=True, metavar="SEEDS",
+              help="seeds: a range 0-2 (both ends), a list 0,3,7, or both 0-2,10")
+@click.option("--protocol", default="standard", show_default=True,
+              help="quick | standard | long (baselines/protocols.toml), for every cell")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a config field of every cell, as for `toybench run` (repeatable)")
+@click.option("--test-corr", default=None, metavar="S1,S2", help=_TEST_CORR_HELP)
+@click.option("--executor", default="serial", show_default=True,
+              help="serial (this process) | local (a pool of --jobs processes) | ray (Ray "
+                   "tasks; pip install -e \".[ray]\")")
+@click.option("--jobs", default=None, metavar="N",
+              help="cells at once: local worker processes (default 1, provisional) or Ray "
+                   "tasks in flight (default all)")
+@click.option("--threads", default=None, metavar="T",
+              help="CPU threads per cell: local default cores ÷ jobs, ray default 1 "
+                   "(num_cpus of each task), serial default uncapped")
+@click.option("--address", default=None, metavar="ADDR",
+              help="ray: join this running cluster (e.g. auto or 10.0.0.1:6379) instead of "
+                   "starting a local one; --out must then be on a file system all nodes share")
+@click.option("--index", default=None, metavar="I",
+              help="run only cell I of the sorted grid (0-based; see --dry-run)")
+@click.option("--shard", default=None, metavar="i/N",
+              help="run only cells i, i+N, i+2N, ... (0-based; SLURM-style array jobs)")
+@click.option("--dry-run", is_flag=True, help="list the cells with index, state and name; "
+                                               "run nothing")
+@click.option("--retry-failed", is_flag=True,
+              help="start failed cells over (default: report and skip them, exit 1)")
+@click.option("--out", default="runs", show_default=True, help="parent folder of run folders")
+@click.option("--device", default="cpu", show_default=True, help=_DEVICE_HELP)
+@click.option("--no-plots", is_flag=True, help="skip each run's figures in plots/")
+def sweep_command(models: str, data: str, corr: str, seeds: str, protocol: str,
+                  overrides: tuple[str, ...], test_corr: str | None, executor: str,
+                  jobs: str | None, threads: str | None, address: str | None,
+                  index: str | None, shard: str | None, dry_run: bool, retry_failed: bool,
+                  out: str, device: str, no_plots: bool) -> None:
+    """Run every cell of a grid that is not done yet, one run folder per cell.
+
+    Cells are sorted by (model, generator, σ, seed). Done cells are skipped and started ones
+    resume from their checkpoint, so a stopped sweep continues where it was. A failed cell is
+    recorded in its status.json, listed at the end and skipped next time (exit 1) unless
+    --retry-failed; a cell held by another process (another sweep over the same grid) is left
+    to it (exit 75 if nothing failed). Exit 0: every selected cell is done.
+    """
+    from toybench import sweep as sweeps
+
+    with _UserErrors():
+        grid = sweeps.Grid(
+            models=sweeps.parse_names(models, "--models"),
+            generators=sweeps.parse_names(data, "--data"),
+            corrs=sweeps.parse_corrs(corr), seeds=sweeps.parse_seeds(seeds),
+            protocol=protocol, overrides=tuple(overrides),
+            test_corr=() if test_corr is None else sweeps.parse_corrs(test_corr, "--test-corr"))
+        report = sweeps.sweep(
+            grid, out, index=_count(index, "--index", minimum=0),
+            shard=None if shard is None else sweeps.parse_shard(shard), dry_run=dry_run,
+            retry_failed=retry_failed, executor=executor, jobs=_count(jobs, "--jobs"),
+            threads=_count(threads, "--threads"), address=address, device=device,
+            plots=not no_plots, echo=click.echo)
+    if report.exit_code:
+        raise SystemExit(report.exit_code)
 
 
 @main.command(name="encode", short_help="Encode a split with a finished run's model.")

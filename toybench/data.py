@@ -113,8 +113,10 @@ def make_split(
     ----------
     generator : Generator or str
         A generator, a shipped name or a path to a spec.
-    split : {"train", "test", "test_decorrelated"}
-        ``test_decorrelated`` ignores ``corr`` and uses σ = ∞.
+    split : {"train", "test", "test_decorrelated"} or a ``test_corr<σ>`` name
+        ``test_decorrelated`` ignores ``corr`` and uses σ = ∞; an extra test split named by
+        `toybench.rundir.split_at_corr` (``test_corr0_4``) ignores it too and uses the σ of
+        its name, from a stream of its own (`toybench.seeds`).
     corr : float or str
         σ > 0 or ``inf``.
     n : int
@@ -126,9 +128,14 @@ def make_split(
     -------
     Dataset
     """
-    if split not in SPLITS:
-        raise ToybenchError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    return _make(_resolve(generator), split, parse_corr(corr), n, seed, {})
+    from toybench.rundir import corr_of_split
+
+    test_corr = corr_of_split(split)
+    if split not in SPLITS and test_corr is None:
+        raise ToybenchError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}, or "
+                            f"test_corr<σ> (test_corr0_4 for σ = 0.4)")
+    return _make(_resolve(generator), split, parse_corr(corr if test_corr is None else test_corr),
+                 n, seed, {})
 
 
 def make_interventional(

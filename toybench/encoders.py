@@ -20,6 +20,9 @@ row's code differently depending on the batch it is in (measured with 2 threads:
 between a batch of 24 and one of 500), so it stays at 500, the value every earlier run used.
 `toybench.evaluate` hands ``encode`` 1,024 images per call (``EvalConfig.encode_batch``), which
 this module runs as batches of 500, 500 and 24, exactly as before.
+
+Each pass runs on the model's device (`model_device`: a model trained with ``--device cuda``
+stays there); the images go there batch by batch and the codes come back to the CPU as numpy.
 """
 
 from __future__ import annotations
@@ -42,34 +45,44 @@ _EVAL_STEP = 10**9
 PRECISIONS = ("bf16", "fp32")
 
 
-def float_batch(images_u8: np.ndarray, channels_last: bool = False) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` → float32 tensor in [0, 1] (a copy; channels-last if asked)."""
-    x = torch.from_numpy(np.ascontiguousarray(images_u8)).float().div_(255.0)
+def float_batch(images_u8: np.ndarray, channels_last: bool = False,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` → float32 tensor in [0, 1] on ``device`` (a copy; channels-last
+    if asked)."""
+    x = torch.from_numpy(np.ascontiguousarray(images_u8)).to(device).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def model_device(model) -> torch.device:
+    """The device of a model's first parameter or buffer (the CPU for a model with neither)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @contextlib.contextmanager
 def inference(model, precision: str):
-    """Eval mode, no gradients and the pass's precision (see the module docstring); yields
-    whether images should be channels-last."""
+    """Eval mode, no gradients and the pass's precision on the model's device (see the module
+    docstring); yields ``(channels_last, device)`` for the input tensors."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     model.eval()
+    device = model_device(model)
     bf16 = precision == "bf16"
     if bf16:
         model.to(memory_format=torch.channels_last)  # conv weights only; values unchanged
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        yield bf16
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        yield bf16, device
 
 
 def encode_images(model, images: np.ndarray, batch_size: int = BATCH_SIZE, *,
                   precision: str = "bf16") -> np.ndarray:
     """Codes (posterior means) of uint8 images ``(n, C, H, W)`` → ``(n, n_codes)`` float64."""
     out = []
-    with inference(model, precision) as channels_last:
+    with inference(model, precision) as (channels_last, device):
         for start in range(0, len(images), batch_size):
-            x = float_batch(images[start : start + batch_size], channels_last)  # (B, C, H, W)
-            out.append(model.encode(x).float().numpy().astype(np.float64))  # (B, L)
+            x = float_batch(images[start : start + batch_size], channels_last, device)
+            out.append(model.encode(x).float().cpu().numpy().astype(np.float64))  # (B, L)
     return np.concatenate(out)
 
 
@@ -77,10 +90,11 @@ def decode_codes(model, codes: np.ndarray, batch_size: int = BATCH_SIZE, *,
                  precision: str = "bf16") -> np.ndarray:
     """Mean images in [0, 1] decoded from ``codes (n, L)`` → ``(n, C, H, W)`` float32."""
     out = []
-    with inference(model, precision):
+    with inference(model, precision) as (_, device):
         for start in range(0, len(codes), batch_size):
-            z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size])).float()
-            out.append(model.decode(z).float().clamp(0, 1).numpy())  # (B, L) -> (B, C, H, W)
+            z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size]))
+            z = z.to(device).float()  # (B, L)
+            out.append(model.decode(z).float().clamp(0, 1).cpu().numpy())  # (B, C, H, W)
     return np.concatenate(out)
 
 
@@ -101,18 +115,18 @@ def elbo_terms(model, images: np.ndarray, *, seed: int, batch_size: int = BATCH_
     means are weighted by batch size. A ``Paired`` model (trained on pairs) is scored with its
     ``image_loss``, the objective of single images.
     """
-    generator = seeds.torch_generator(seed, "elbo")  # the ELBO's noise stream
+    generator = seeds.torch_generator(seed, "elbo")  # the ELBO's noise stream (on the CPU)
     # A model trained on pairs takes pairs in `loss`; its objective of one image is `image_loss`.
     loss = model.image_loss if isinstance(model, Paired) else model.loss
     elbo, kl_units, n = 0.0, None, 0
-    with inference(model, precision) as channels_last:
+    with inference(model, precision) as (channels_last, device):
         for start in range(0, len(images), batch_size):
-            x = float_batch(images[start : start + batch_size], channels_last)  # (B, C, H, W)
+            x = float_batch(images[start : start + batch_size], channels_last, device)
             out = loss(x, _EVAL_STEP, kl_weight=1.0, recon_weight=1.0, generator=generator,
                        diagnostics=False)
             b = x.shape[0]
             elbo += -(float(out.recon) + float(out.kl)) * b
-            units = out.kl_per_unit.float().numpy().astype(np.float64) * b  # (L,)
+            units = out.kl_per_unit.float().cpu().numpy().astype(np.float64) * b  # (L,)
             kl_units = units if kl_units is None else kl_units + units
             n += b
     return ELBOTerms(elbo / n, kl_units / n)

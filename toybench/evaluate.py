@@ -71,6 +71,9 @@ class EvalConfig:
     precision: str = "bf16"  # of a toybench model's passes (toybench.encoders): bf16 or fp32
     # splits on which the generator-based scores run (with that split's σ)
     intervention_splits: tuple[str, ...] = ("test", "test_decorrelated")
+    # σ of extra test splits, one ``test_corr<σ>`` split each (Roth et al. 2023's train σ ×
+    # test σ grid, https://arxiv.org/abs/2209.15456); kept sorted, inf last
+    test_corr: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dci_backend not in metrics.DCI_BACKENDS:
@@ -79,12 +82,38 @@ class EvalConfig:
             )
         if self.precision not in ("bf16", "fp32"):
             raise ToybenchError(f"eval.precision={self.precision!r}; valid: bf16, fp32")
+        object.__setattr__(self, "test_corr", check_test_corr(self.test_corr))
         for field in dataclasses.fields(self):
             if field.type != "int":
                 continue
             value = getattr(self, field.name)
             if field.type == "int" and value < 1:
                 raise ToybenchError(f"{field.name} must be a positive integer, got {value}")
+
+
+def check_test_corr(values: Any) -> tuple[float, ...]:
+    """``eval.test_corr`` as sorted σ floats (inf last), each a valid σ, none twice.
+
+    Raises
+    ------
+    ToybenchError
+        Not a list, a value that is not a σ (`toybench.scm.parse_corr`), or a σ given twice.
+    """
+    from toybench.scm import corr_label, parse_corr
+
+    if isinstance(values, str) or not isinstance(values, tuple | list):
+        raise ToybenchError(f"eval.test_corr must be a list of σ values, got {values!r}")
+    sigmas = []
+    for value in values:
+        try:
+            sigmas.append(parse_corr(value))
+        except ToybenchError as err:
+            raise ToybenchError(f"eval.test_corr: {err}") from None
+    seen = [corr_label(sigma) for sigma in sigmas]
+    twice = sorted({label for label in seen if seen.count(label) > 1})
+    if twice:
+        raise ToybenchError(f"eval.test_corr lists σ = {', '.join(twice)} more than once")
+    return tuple(sorted(sigmas))
 
 
 #: A smaller protocol (about 1/20 of the images) for smoke runs and CPU-only sweeps.

@@ -64,6 +64,10 @@ SPLITS = {
     "test": ("the run's σ", "n_test", "data.test"),
     "test_decorrelated": ("σ = inf", "n_test", "data.test_decorrelated"),
 }
+#: Extra evaluation splits of a run with ``eval.test_corr`` (``--test-corr``): one per σ in it,
+#: named by `split_at_corr` (``test_corr0_4``), drawn at that σ with ``train.n_test`` images
+#: from the stream ``data.test_corr<σ>``.
+TEST_CORR_PREFIX = "test_corr"
 _NAME_PART_MAX = 64  # characters of the baseline / generator name kept in a folder name
 MAX_NAME = 255  # bytes in a file name on every common file system
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
@@ -194,8 +198,41 @@ def _baseline_entries(name: str, protocol: str | None, overrides: tuple[str, ...
              "description": baseline.description, "source": _display_path(baseline.path),
              "config": _jsonable(dataclasses.asdict(baseline.model))}
     return (json.dumps(model), json.dumps(_jsonable(dataclasses.asdict(baseline.train))),
-            json.dumps(_jsonable(dataclasses.asdict(baseline.eval))), baseline.protocol,
+            json.dumps(eval_entry(baseline.eval)), baseline.protocol,
             json.dumps({k: _jsonable(v) for k, v in baseline.overrides}))
+
+
+def eval_entry(eval_config: Any) -> dict[str, Any]:
+    """The ``eval`` entry of ``config.json``: the `toybench.evaluate.EvalConfig` fields, with
+    ``test_corr`` only when it lists a σ. A run without extra test splits therefore has the
+    ``config.json``, hash and folder name it had before the field existed."""
+    entry = _jsonable(dataclasses.asdict(eval_config))
+    if not entry.get("test_corr"):
+        entry.pop("test_corr", None)
+    return entry
+
+
+def split_at_corr(sigma: float | str) -> str:
+    """The name of the extra test split drawn at σ: ``test_corr`` + σ's label with ``_`` for
+    the decimal point (``0.4`` → ``test_corr0_4``, ``inf`` → ``test_corrinf``), since metric
+    keys split at the first dot (``test_corr0_4.mig``)."""
+    from toybench.scm import corr_label, parse_corr
+
+    return TEST_CORR_PREFIX + corr_label(parse_corr(sigma)).replace(".", "_")
+
+
+def corr_of_split(split: str) -> float | None:
+    """σ of a split named by `split_at_corr` (``test_corr0_4`` → 0.4), else None (other
+    names, and spellings `split_at_corr` would not write, such as ``test_corr0_40``)."""
+    from toybench.scm import parse_corr
+
+    if not isinstance(split, str) or not split.startswith(TEST_CORR_PREFIX):
+        return None
+    try:
+        sigma = parse_corr(split[len(TEST_CORR_PREFIX):].replace("_", "."))
+    except ToybenchError:
+        return None
+    return sigma if split_at_corr(sigma) == split else None
 
 
 def external_config(name: str, generator: str, corr: float, seed: int,
@@ -213,7 +250,7 @@ def external_config(name: str, generator: str, corr: float, seed: int,
     model = {"baseline": f"external:{name}", "family": "external", "description": "",
              "source": "python", "config": {}}
     sizes = {"n_train": train.n_train, "n_test": train.n_test}
-    eval_json = json.dumps(_jsonable(dataclasses.asdict(eval_config)))
+    eval_json = json.dumps(eval_entry(eval_config))
     spec = {"baseline": f"external:{name}", "generator": str(generator),
             "corr": "inf" if math.isinf(sigma) else sigma, "seed": seed, "protocol": protocol,
             "overrides": []}
@@ -226,23 +263,27 @@ def _assemble(model: str, train: str, eval_config: str, protocol: str | None, ov
               corr: float) -> dict[str, Any]:
     """One ``config.json`` from its parts (the baseline's as JSON text, so that each config
     is a fresh object however often the parts are reused)."""
-    from toybench.scm import corr_label
+    from toybench.scm import corr_label, parse_corr
 
     label = corr_label(corr)
     sizes = json.loads(train)
+    evaluation = json.loads(eval_config)
+    splits = {split: {"n": sizes[size], "corr": label if rule == "the run's σ" else "inf"}
+              for split, (rule, size, _stream) in SPLITS.items()}
+    for sigma in evaluation.get("test_corr", ()):  # "inf" as JSON spells it
+        splits[split_at_corr(sigma)] = {"n": sizes["n_test"],
+                                          "corr": corr_label(parse_corr(sigma))}
     return {
         "toybench_version": __version__,
         "model": json.loads(model),
         "train": sizes,
         "protocol": protocol,
-        "eval": json.loads(eval_config),
+        "eval": evaluation,
         "overrides": json.loads(overrides),
         "seed": seed,
         "spec": dict(spec),
         "data": {**_generator_entry(generator), "corr": label, "corr_meaning": CORR_MEANING,
-                 "splits": {split: {"n": sizes[size],
-                                    "corr": label if rule == "the run's σ" else "inf"}
-                            for split, (rule, size, _stream) in SPLITS.items()}},
+                 "splits": splits},
     }
 
 

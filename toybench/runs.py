@@ -42,6 +42,7 @@ from toybench import __version__, seeds
 from toybench.encoders import encode_images
 from toybench.errors import ToybenchError
 from toybench.evaluate import evaluate_model, pca_reference_for, summary_table
+from toybench.hardware import device_description, resolve_device
 from toybench.io import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
 from toybench.models.common import Paired
 from toybench.pairs import check_pairing, make_pairs
@@ -54,6 +55,7 @@ from toybench.rundir import (
     json_number,
     load_baseline_for,
     load_generator_cached,
+    split_at_corr,
 )
 from toybench.train import (
     INTERRUPTED_EXIT_CODE,
@@ -115,6 +117,7 @@ def run(
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
     score_at: Iterable[int] = (),
+    device: str = "cpu",
 ) -> RunResult:
     """Train and score one baseline on one generator at one σ and seed; write the run folder.
 
@@ -135,7 +138,7 @@ def run(
         ``quick`` or ``standard`` (or another protocol); ``None`` = the file's own values.
     overrides : iterable of str
         ``--set`` overrides, ``"train.lr=3e-4"`` (see ``toybench.baselines``).
-    out, resume, force, plots, progress, echo, score_at
+    out, resume, force, plots, progress, echo, score_at, device
         As in `execute`.
     fp32 : bool
         Train in plain fp32 (same as ``--set train.precision=fp32``).
@@ -147,7 +150,7 @@ def run(
     extra = ("train.precision=fp32",) if fp32 else ()
     spec = RunSpec(model, data, corr, seed, protocol, (*tuple(overrides), *extra))
     return execute(spec, out, resume=resume, force=force, plots=plots, progress=progress,
-                   echo=echo, score_at=score_at)
+                   echo=echo, score_at=score_at, device=device)
 
 
 def execute(
@@ -160,6 +163,7 @@ def execute(
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
     score_at: Iterable[int] = (),
+    device: str = "cpu",
 ) -> RunResult:
     """Do the work of one `RunSpec`: claim its folder, train, score, write.
 
@@ -190,6 +194,10 @@ def execute(
         resumes exactly from the checkpoint at S and evaluation draws no training randomness,
         so ``metrics.json`` is byte-identical to a run without ``score_at``; it is therefore not
         part of the run's identity.
+    device : {"cpu", "cuda", "auto"}
+        Where a trainable model trains and is scored (`toybench.hardware.resolve_device`;
+        bf16 autocast on either). Not part of the run's configuration or hash; ``env.json``
+        records it. A fitted model (PCA) stays on the CPU.
 
     Returns
     -------
@@ -198,7 +206,8 @@ def execute(
     Raises
     ------
     ToybenchError
-        Bad names, values, or run-folder states (one line), before anything is written.
+        Bad names, values, or run-folder states (one line), and ``cuda`` without a GPU,
+        before anything is written.
     toybench.rundir.RunClaimed
         Another process is running this spec (exit code 75).
     TrainingDiverged
@@ -208,6 +217,7 @@ def execute(
         raise ToybenchError("--resume and --force exclude each other")
     spec.check()  # every value resolved and validated before anything is written
     score_at = check_score_at(score_at, load_baseline_for(spec))
+    device = resolve_device(device)
     run_dir = RunDir.of(spec, out)
     if not force and run_dir.state() == "done":  # nothing to build or check for a done run
         return _existing(run_dir, echo)
@@ -222,6 +232,12 @@ def execute(
                           n_factors=len(generator.concepts), model=sized,
                           group=2 if isinstance(sized, Paired) else 1)
     net = _build(meta, spec.seed)
+    if not net.trainable:
+        device = "cpu"  # a fitted model (PCA) is fitted and scored on the CPU
+    if device == "cuda" and baseline.train.precision == "bf16" \
+            and not torch.cuda.is_bf16_supported():
+        raise ToybenchError(f"--device cuda: this GPU ({torch.cuda.get_device_name()}) has no "
+                            f"bfloat16; train in fp32 (--fp32)")
     resumable = net.trainable and run_dir.ckpt.exists()
     if force:
         run_dir.clear_check()
@@ -242,7 +258,8 @@ def execute(
         with _status_on_exit(run_dir, resume_command(spec, out), echo):
             return _execute_claimed(spec, run_dir, baseline, generator, net, meta,
                                     resume=resume and net.trainable, plots=plots,
-                                    progress=progress, echo=echo, score_at=score_at)
+                                    progress=progress, echo=echo, score_at=score_at,
+                                    device=device)
 
 
 def check_score_at(score_at: Iterable[int], baseline) -> tuple[int, ...]:
@@ -335,7 +352,8 @@ class _Clock:
 
 def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, meta, *,
                      resume: bool, plots: bool, progress: bool | None,
-                     echo: Callable[[str], None], score_at: tuple[int, ...] = ()) -> RunResult:
+                     echo: Callable[[str], None], score_at: tuple[int, ...] = (),
+                     device: str = "cpu") -> RunResult:
     from toybench.data import make_split
 
     clock = _Clock()
@@ -348,6 +366,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
     t = time.perf_counter()
     cfg = baseline.train
     sizes = {"train": cfg.n_train, "test": cfg.n_test, "test_decorrelated": cfg.n_test}
+    sizes.update({split_at_corr(sigma): cfg.n_test for sigma in baseline.eval.test_corr})
     splits = {name: make_split(generator, name, corr=spec.corr, n=n, seed=spec.seed)
               for name, n in sizes.items()}
     # A model trained on pairs gets x2 drawn for each training image (toybench.pairs).
@@ -375,8 +394,9 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
     if not resume and run_dir.curve.exists():
         run_dir.curve.unlink()  # a fresh start (not --resume) keeps no points of an older run
     if net.trainable:
+        on = "" if device == "cpu" else f" on {device}"
         echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
-             + (" pairs" if pairs is not None else "")
+             + (" pairs" if pairs is not None else "") + on
              + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
         trained_seconds, trained_images = 0.0, 0.0
         done_before = load_checkpoint(run_dir.ckpt)["step"] if resume else 0
@@ -386,7 +406,8 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
                                cfg, seed=spec.seed,
                                factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
                                resume=resume, tb_dir=run_dir.tb, progress=progress, meta=meta,
-                               echo=lambda line: echo(f"{clock} {line}"), stop_after=stop)
+                               echo=lambda line: echo(f"{clock} {line}"), stop_after=stop,
+                               device=device)
                 resume = True  # the next segment continues from the checkpoint at `stop`
                 trained_seconds += result.train_seconds
                 trained_images += result.images_per_second * result.train_seconds
@@ -421,8 +442,8 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
          + (f" ({timings['images_per_second']:,.0f} images/s)" if net.trainable else " (fitted)"))
 
     t = time.perf_counter()
-    echo(f"{clock} score  {', '.join(EVAL_SPLITS)}: reconstruction, disentanglement, "
-         f"graph-aware and interventional scores ...")
+    echo(f"{clock} score  {', '.join(s for s in splits if s != 'train')}: reconstruction, "
+         f"disentanglement, graph-aware and interventional scores ...")
     evaluation = evaluate_model(net, generator, splits, seed=spec.seed, config=baseline.eval,
                                 reference=reference, perturbation_images=500 if plots else 0)
     metrics = dict(evaluation.metrics)
@@ -435,6 +456,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
 
     if plots:
         t = time.perf_counter()
+        net.to("cpu")  # the figures draw on the CPU (a no-op for a CPU run)
         write_run_plots(run_dir.plots, net, generator, splits["test"], evaluation.artefacts)
         timings["plots_seconds"] = time.perf_counter() - t
         echo(f"{clock} plots  {len(list(run_dir.plots.glob('*.png')))} figures in "
@@ -447,7 +469,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         atomic_write_json(run_dir.curve, curve)
     metrics = {**run_identity(config), **metrics}
     log_final_scores(run_dir.tb, result.steps_done, metrics, _hparams(spec, config))
-    atomic_write_json(run_dir.env, environment(timings))
+    atomic_write_json(run_dir.env, environment(timings, device))
     atomic_write_json(run_dir.metrics, metrics)
     run_dir.write_status("done", exit_code=0,
                          seconds=round(time.perf_counter() - clock.start, 3))
@@ -802,7 +824,7 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def environment(timings: Mapping[str, float]) -> dict[str, Any]:
+def environment(timings: Mapping[str, float], device: str = "cpu") -> dict[str, Any]:
     """``env.json``: versions, git SHA, platform, device, threads and timings (not hashed)."""
     import sklearn
 
@@ -814,7 +836,7 @@ def environment(timings: Mapping[str, float]) -> dict[str, Any]:
         "scikit_learn": sklearn.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "device": "cpu",
+        **device_description(device),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "git_sha": _git_sha(),

@@ -12,7 +12,9 @@ value); the table in ``docs/architecture.md`` ("Random streams") lists them:
 purpose           derivation                                             used by
 ================  =====================================================  =========================
 ``data.<split>``  numpy ``SeedSequence([seed, tag])``, tag train 0,       ``data.make_split``,
-                  test 1, test_decorrelated 2, interventional 3          ``make_interventional``
+                  test 1, test_decorrelated 2, interventional 3;         ``make_interventional``
+                  ``test_corr<σ>``: ``SeedSequence([seed, 6, bits])``,
+                  bits = σ's 64-bit IEEE pattern (``--test-corr``)
 ``init``          ``torch.manual_seed(seed)`` (inside ``fork_rng``)      initial weights (runs)
 ``batches``       ``torch.Generator`` seeded ``seed * 1_000_003 + epoch``  batch order (train)
 ``noise``         ``torch.Generator`` seeded ``seed``                    reparameterization (train)
@@ -35,6 +37,7 @@ not depend on the run seed except through the data.
 from __future__ import annotations
 
 import numbers
+import struct
 import zlib
 from typing import Any
 
@@ -50,6 +53,7 @@ DATA_TAGS = {"train": 0, "test": 1, "test_decorrelated": 2, "interventional": 3}
 #: streams for *which* factors change and for their new levels, so the two pair modes of one seed
 #: change the same factors of the same images and differ only in the new levels.
 PAIR_TAGS = {"changed": 4, "levels": 5}
+_TEST_CORR_TAG = 6  # then σ's bits: one stream per test σ, unrelated to the tags above
 _SUPERVISION_TAG = 0x5EED
 _BATCH_STRIDE = 1_000_003
 _ELBO_OFFSET = 7919
@@ -60,6 +64,7 @@ PURPOSES = {
     "data.test": "the test split, at the training σ",
     "data.test_decorrelated": "the decorrelated test split (σ = inf)",
     "data.interventional": "interventional sets do(c = v)",
+    "data.test_corr<σ>": "an extra test split at σ (eval.test_corr, --test-corr)",
     "init": "the model's initial weights",
     "batches": "the order of training batches (one permutation per epoch)",
     "noise": "the reparameterization noise during training",
@@ -97,6 +102,10 @@ def numpy_rng(seed: int, purpose: str) -> np.random.Generator:
     """The numpy stream of ``purpose``: ``data.<split>``, ``pairs.<part>``, ``supervision``,
     ``eval.<split>`` or ``shuffle``.
 
+    ``data.<split>`` takes the splits of ``DATA_TAGS`` and the extra test splits
+    ``data.test_corr<σ>`` (`toybench.rundir.split_at_corr` names them; their stream is
+    ``SeedSequence([seed, 6, bits of σ])``).
+
     Raises
     ------
     KeyError
@@ -108,14 +117,21 @@ def numpy_rng(seed: int, purpose: str) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([seed, DATA_TAGS[split]]))
     if kind == "pairs" and split in PAIR_TAGS:
         return np.random.default_rng(np.random.SeedSequence([seed, PAIR_TAGS[split]]))
+    if kind == "data":
+        from toybench.rundir import corr_of_split
+
+        sigma = corr_of_split(split)
+        if sigma is not None:
+            bits = int.from_bytes(struct.pack(">d", sigma), "big")  # exact: one stream per σ
+            return np.random.default_rng(np.random.SeedSequence([seed, _TEST_CORR_TAG, bits]))
     if purpose == "supervision":
         return np.random.default_rng([seed, _SUPERVISION_TAG])
     if kind == "eval" and split:
         return np.random.default_rng([seed, zlib.crc32(split.encode())])
     if purpose == "shuffle":
         return np.random.default_rng(seed)
-    valid = ([f"data.{s}" for s in DATA_TAGS] + [f"pairs.{s}" for s in PAIR_TAGS]
-             + ["supervision", "eval.<split>", "shuffle"])
+    valid = ([f"data.{s}" for s in DATA_TAGS] + ["data.test_corr<σ>"]
+             + [f"pairs.{s}" for s in PAIR_TAGS] + ["supervision", "eval.<split>", "shuffle"])
     raise KeyError(f"no numpy stream for purpose {purpose!r}; valid: {', '.join(valid)}")
 
 

@@ -581,7 +581,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     lr = lr_at(config, step)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         out = model.loss(x, step, factors=labels, kl_weight=kl_w,
                          recon_weight=config.recon_weight, **loss_kwargs)
     loss = out.total.float()
@@ -693,6 +693,7 @@ def train(
     on_log: Callable[[dict[str, float]], None] | None = None,
     echo: Callable[[str], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train ``model`` on ``images`` with Adam under ``config``; deterministic given ``seed``.
 
@@ -732,6 +733,10 @@ def train(
     meta : Mapping, optional
         JSON-ready description stored in every checkpoint under ``"meta"`` (the run stores what
         rebuilds the model: family, model config, image shape, DAG, concept sizes).
+    device : str
+        ``"cpu"`` or ``"cuda"`` (`toybench.hardware.resolve_device`): the model is moved there
+        and each batch is copied there; the data, the random generators and the checkpoints
+        stay on the CPU, so a run's batches and noise do not depend on the device.
 
     Returns
     -------
@@ -765,8 +770,8 @@ def train(
     channels_last = data_u8.ndim in (4, 5)
     group = data_u8.shape[1] if data_u8.ndim == 5 else 1  # images per training example
     first_images = data_u8[:, 0] if data_u8.ndim == 5 else data_u8  # (n, C, H, W)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device=device, memory_format=torch.channels_last) if channels_last \
+        else model.to(device=device)
     optimizer = _make_optimizer(model, config)
     # The reparameterization noise comes from this generator (saved in every checkpoint);
     # anything else drawing from torch's default RNG is covered by fork_rng.
@@ -780,7 +785,8 @@ def train(
         start = state.step
         end = config.steps if stop_after is None else min(config.steps, stop_after)
         monitor = _Monitor(config, n, start, tb_dir, progress, echo, on_log,
-                           fixed_batch=_to_float(first_images[: min(64, n)], channels_last),
+                           fixed_batch=_to_float(first_images[: min(64, n)].to(device),
+                                                 channels_last),
                            group=group)
         if start > 0:
             monitor.say(f"train  resuming at step {start}/{config.steps} from {ckpt_path}")
@@ -792,13 +798,14 @@ def train(
                 for step in range(start, end):
                     state.begin_step()
                     idx = batch_indices(n, config.batch_size, step, seed)  # (B,)
-                    x = _to_float(_batch_u8(data_u8, idx), channels_last)  # (G·B, C, H, W)
+                    x = _to_float(_batch_u8(data_u8, idx).to(device), channels_last)  # (G·B, C, H, W)
                     done = step + 1
                     logged = done % config.log_every == 0 or done == config.steps
                     # Models with costly logging-only terms skip them on steps not logged.
                     loss_kwargs["diagnostics"] = logged
                     outcome = train_step(model, optimizer, params, x,
-                                         None if labels is None else labels[idx], step, config,
+                                         None if labels is None else labels[idx].to(device),
+                                         step, config,
                                          loss_kwargs)
                     state.end_step(outcome.finite, seconds_before + time.perf_counter() - t0)
                     monitor.after_step(state, outcome, logged)

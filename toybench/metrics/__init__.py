@@ -47,7 +47,13 @@ from toybench.metrics.recon import (
     pca_reference,
     reconstruction_errors,
 )
-from toybench.metrics.registry import METRIC_INFO, MetricInfo, metric_info
+from toybench.metrics.registry import (
+    METRIC_INFO,
+    SPLIT_INFO,
+    MetricInfo,
+    metric_info,
+    split_info,
+)
 from toybench.metrics.sap import sap, sap_matrix
 from toybench.metrics.units import ACTIVE_THRESHOLD, ActiveUnits, active_units, kl_per_unit
 
@@ -148,6 +154,7 @@ __all__ = [
     "METRIC_INFO",
     "MIN_ROWS",
     "N_BINS",
+    "SPLIT_INFO",
     "ActiveUnits",
     "Assignment",
     "DCIResult",
@@ -180,6 +187,7 @@ __all__ = [
     "pairwise_entanglement",
     "pairwise_entanglement_threshold",
     "shared_information_matrix",
+    "split_info",
     "pca_reference",
     "perturbation_matrix",
     "reconstruction_errors",

@@ -51,7 +51,6 @@ s, not per call) and releases the GIL.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -726,7 +725,8 @@ def fit_gbm_factors(
     n_estimators, learning_rate, max_depth, seed
         As in `fit_gbm`.
     n_threads : int or None, default None
-        Threads to use (at most one per factor); None: the CPUs this process may run on.
+        Threads to use (at most one per factor); None: the CPUs this process may run on, at
+        most the ``TOYBENCH_THREADS`` cap of `toybench.hardware.cap_threads`.
 
     Returns
     -------
@@ -817,8 +817,10 @@ def fit_gbm_factors(
             )
         return fits
 
-    if n_threads is None:
-        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if n_threads is None:  # the CPUs this process may use, at most its cap (toybench.hardware)
+        from toybench.hardware import available_threads
+
+        n_threads = available_threads()
     groups = _thread_groups([factor.n_trees for factor in factors], n_threads)
     if len(groups) == 1:
         results = [fit_group(groups[0])]

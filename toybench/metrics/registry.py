@@ -2,9 +2,10 @@
 
 One entry per *base key*. Scores of an evaluation split are stored as ``<split>.<base key>``
 (``test.dci.disentanglement``, ``test_decorrelated.mig``); run-level keys (``train.steps``,
-``n_codes``, ``warnings``) have no split prefix. Per-concept keys are patterns: ``<c>`` stands for
-one concept name (``consistency.<c>`` → ``consistency.hue``), ``<a>-<b>`` for one DAG edge, parent
-first (``entanglement.<a>-<b>`` → ``entanglement.size-hue``).
+``n_codes``, ``warnings``) have no split prefix; `SPLIT_INFO` says what each split is (runs with
+``--test-corr`` add ``test_corr<σ>`` splits: ``test_corr0_4.mig``). Per-concept keys are
+patterns: ``<c>`` stands for one concept name (``consistency.<c>`` → ``consistency.hue``),
+``<a>-<b>`` for one DAG edge, parent first (``entanglement.<a>-<b>`` → ``entanglement.size-hue``).
 
 Directions follow scikit-learn's scorers, which know their sign
 (https://scikit-learn.org/stable/modules/model_evaluation.html): ``"higher"`` or ``"lower"`` is
@@ -222,6 +223,35 @@ def _entries() -> tuple[MetricInfo, ...]:
 
 #: Every key of ``metrics.json``, by base key or pattern.
 METRIC_INFO: dict[str, MetricInfo] = {info.key: info for info in _entries()}
+
+#: The evaluation splits that prefix per-split keys (``<split>.<key>``), by name or pattern.
+SPLIT_INFO: dict[str, str] = {
+    "test": "drawn at the run's training σ (the correlated test split)",
+    "test_decorrelated": "drawn at σ = inf, every concept independent (the decorrelation test "
+                         "of Träuble et al. 2021)",
+    "test_corr<σ>": "an extra test split drawn at σ (--test-corr, eval.test_corr), the decimal "
+                    "point written _ (test_corr0_4: σ = 0.4; test_corrinf: σ = inf, a draw of "
+                    "its own): Roth et al. 2023's train σ × test σ grid",
+}
+_TEST_CORR_SPLIT = re.compile(r"test_corr(inf|[0-9][0-9_e+-]*)")
+
+
+def split_info(split: str) -> str:
+    """The meaning of an evaluation split's name (`SPLIT_INFO`).
+
+    >>> split_info("test_corr0_4").startswith("an extra test split")
+    True
+
+    Raises
+    ------
+    KeyError
+        For a name that is not a registered split (the message lists them).
+    """
+    if split in SPLIT_INFO:
+        return SPLIT_INFO[split]
+    if isinstance(split, str) and _TEST_CORR_SPLIT.fullmatch(split):
+        return SPLIT_INFO["test_corr<σ>"]
+    raise KeyError(f"unknown split {split!r}; valid: {', '.join(SPLIT_INFO)}")
 
 _PLACEHOLDERS = {"<a>-<b>": r"[^.]+-[^.]+", "<c>": r"[^.]+"}
 

@@ -202,9 +202,12 @@ def sample_gaussian(mu: Tensor, logvar: Tensor, generator: torch.Generator | Non
     """Reparameterized sample z = μ + σ·ε, ε ~ N(0, I) (Kingma & Welling 2014, eq. 10).
 
     ``generator`` supplies ε; ``None`` means torch's default generator (the training loop passes
-    its own so that a run's randomness lives in its checkpoint).
+    its own so that a run's randomness lives in its checkpoint). ε is drawn on the generator's
+    device and moved to μ's: a run's CPU generator gives a model on a GPU the same noise.
     """
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    device = mu.device if generator is None else generator.device
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=device)
+    eps = eps.to(mu.device)  # a no-op on one device
     return mu + torch.exp(0.5 * logvar) * eps
 
 
