@@ -194,6 +194,22 @@ def test_force_refuses_a_symlinked_run_folder_and_keeps_it(tmp_path):
     assert (real / "precious.txt").read_text() == "keep"
 
 
+def test_force_on_a_new_run_folder_just_runs(tmp_path):
+    """--force where no folder exists yet: the claim makes the folder (and its lock), which
+    clearing must accept (it used to refuse: "not a toybench run folder")."""
+    result = runs.execute(_spec(), tmp_path, force=True, plots=False, echo=_quiet)
+    assert result.status == "done" and (result.run_dir / "metrics.json").is_file()
+
+
+def test_force_refuses_a_folder_that_is_not_a_run(tmp_path):
+    spec = _spec()
+    (tmp_path / spec.name).mkdir()
+    (tmp_path / spec.name / "precious.txt").write_text("keep")
+    with pytest.raises(ToybenchError, match="not a toybench run folder"):
+        runs.execute(spec, tmp_path, force=True, echo=_quiet)
+    assert (tmp_path / spec.name / "precious.txt").read_text() == "keep"
+
+
 def test_out_that_is_a_file_is_a_one_line_error(tmp_path):
     target = tmp_path / "file"
     target.write_text("not a folder")

@@ -470,7 +470,12 @@ class RunDir:
         if self.path.is_symlink():
             raise ToybenchError(f"refusing to delete {self.path}: it is a symlink (remove or "
                                 f"replace it yourself, then run again)")
-        if self.path.exists() and (not self.path.is_dir() or not self.config.is_file()):
+        if not self.path.exists():
+            return
+        # a folder with nothing but the claim's lock is one this process (or a claim that
+        # failed before writing) just made: nothing to delete, nothing to protect
+        empty = self.path.is_dir() and all(c.name == self.LOCK for c in self.path.iterdir())
+        if not empty and (not self.path.is_dir() or not self.config.is_file()):
             raise ToybenchError(f"refusing to delete {self.path}: it is not a toybench run "
                                 f"folder (no config.json)")
 
