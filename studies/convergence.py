@@ -1,12 +1,14 @@
 """The convergence study of docs/protocols.md: long runs scored along their training.
 
 Every neural baseline x {toy-causal, dsprites-pairs-32} x σ ∈ {inf, 0.2} x seeds 0-2 is trained
-with the ``long`` protocol (4,800 steps, 8x the 600 steps of the first standard protocol) and
-scored at ``SCORE_AT`` steps with the full evaluation (``toybench run --score-at``). The run
-folders (with checkpoints) go to ``--work``; each finished run's small files (``curve.json``,
-``metrics.json``, ``config.json``, ``status.json``) are copied to ``studies/convergence/runs/``
-and, with ``--commit``, committed at once, so an interrupted study loses at most the run in
-progress (which resumes from its checkpoint when the study is started again).
+with the ``standard`` protocol (2,400 steps) and with the ``long`` one (4,800 steps, 8x the 600
+steps of the first standard protocol), each scored along its training at ``SCORE_AT`` steps with
+the full evaluation (``toybench run --score-at``, which changes no result: the standard runs are
+leaderboard runs too). The run folders (with checkpoints) go to ``--work``; each finished run's
+small files (``curve.json``, ``metrics.json``, ``config.json``, ``status.json``) are copied to
+``studies/convergence/runs/<protocol>/`` and, with ``--commit``, committed at once, so an
+interrupted study loses at most the run in progress (which resumes from its checkpoint when the
+study is started again).
 
     python studies/convergence.py run --work /path/to/runs [--commit] [--threads 1]
     python studies/convergence.py report        # docs/protocols.md tables and docs/img/ curves
@@ -30,17 +32,19 @@ MODELS = ("vae", "beta-vae", "beta-tcvae", "csvae", "hvae")
 GENERATORS = ("toy-causal", "dsprites-pairs-32")
 CORRS = (0.2, float("inf"))
 SEEDS = (0, 1, 2)
-SCORE_AT = (300, 600, 1200, 2400, 3600)  # and the last step, 4800
+#: protocol -> the steps scored before its last one
+SCORE_AT = {"standard": (300, 600, 1200, 1800), "long": (600, 1200, 2400, 3600)}
 KEEP = ("curve.json", "metrics.json", "config.json", "status.json")
 
 
 def cells():
-    """``(model, generator, corr, seed)`` in the study's order."""
+    """``(model, generator, corr, seed, protocol)`` in the study's order."""
     for seed in SEEDS:
         for generator in GENERATORS:
             for corr in CORRS:
                 for model in MODELS:
-                    yield model, generator, corr, seed
+                    for protocol in SCORE_AT:
+                        yield model, generator, corr, seed, protocol
 
 
 def run(work: Path, commit: bool, only: str | None) -> int:
@@ -49,19 +53,19 @@ def run(work: Path, commit: bool, only: str | None) -> int:
     from toybench.runs import execute
 
     failures = 0
-    for model, generator, corr, seed in cells():
-        if only and only not in f"{model} {generator}":
+    for model, generator, corr, seed, protocol in cells():
+        if only and only not in f"{model} {generator} {protocol}":
             continue
-        spec = RunSpec(model, generator, corr, seed, "long")
+        spec = RunSpec(model, generator, corr, seed, protocol)
         run_dir = RunDir.of(spec, work)
-        kept = STUDY / spec.name
+        kept = STUDY / protocol / spec.name
         if (kept / "metrics.json").is_file():
             continue
         state = run_dir.state()
-        print(f"== {spec.name} ({state})", flush=True)
+        print(f"== {protocol} {spec.name} ({state})", flush=True)
         try:
             execute(spec, work, resume=state == "started", plots=False, progress=False,
-                    score_at=SCORE_AT, echo=lambda line: print(line, flush=True))
+                    score_at=SCORE_AT[protocol], echo=lambda line: print(line, flush=True))
         except ToybenchError as err:
             print(f"FAILED {spec.name}: {err}", flush=True)
             failures += 1

@@ -1,16 +1,18 @@
 """Tables and curves of the convergence study (``python studies/convergence.py report``).
 
-Reads every ``studies/convergence/runs/*/curve.json`` (one long run, scored at several steps),
-groups the runs by model x generator x σ, and writes:
+Reads every ``studies/convergence/runs/<protocol>/*/curve.json`` (a run scored along its
+training), groups the runs by model x generator x σ x protocol, and writes:
 
-- ``docs/img/convergence-<generator>.png``: each headline score against the step, one line per
-  model (mean over seeds, the band spans the seeds' min..max), σ = 0.2 solid, σ = inf dashed;
-- ``docs/protocols-table.md``: per cell and step, the mean of every headline score over the
-  seeds, and whether the step is converged.
+- ``docs/img/convergence-<generator>-corr<σ>.png``: each headline score against the step, one
+  line per model and protocol (mean over seeds; the band spans the seeds' min..max), long solid,
+  standard dashed;
+- ``docs/protocols-table.md``: per cell, the verdict of the criterion and the scores of both
+  protocols (mean ± half the seed range).
 
-The criterion (docs/protocols.md): a step S is converged for a cell when, for every headline
-score, the mean over seeds at S lies within the seed spread (min..max over seeds) at the longest
-step of the same runs. Steps are only compared where every seed of the cell has a point.
+The criterion (docs/protocols.md): the standard protocol is converged for a cell when, for
+every headline score, the mean over the seeds of its final scores lies within the seed spread
+(min..max over the seeds) of the long protocol's final scores. Cells are compared only with
+the same seeds in both protocols.
 """
 
 from __future__ import annotations
@@ -34,15 +36,16 @@ HEADLINE = (
 PAIR_PREFIX = "test_decorrelated.entanglement."
 
 
-def load_curves(folder: Path) -> dict[tuple[str, str, str], dict[int, list[dict]]]:
-    """``{(model, generator, corr): {seed: curve rows}}`` of the finished runs under ``folder``."""
-    cells: dict[tuple[str, str, str], dict[int, list[dict]]] = defaultdict(dict)
-    for path in sorted(folder.glob("*/curve.json")):
+def load_curves(folder: Path) -> dict[tuple[str, str, str, str], dict[int, list[dict]]]:
+    """``{(model, generator, corr, protocol): {seed: curve rows}}`` of the finished runs."""
+    cells: dict[tuple[str, str, str, str], dict[int, list[dict]]] = defaultdict(dict)
+    for path in sorted(folder.glob("*/*/curve.json")):
         metrics_path = path.with_name("metrics.json")
         if not metrics_path.is_file():
             continue  # unfinished
         identity = json.loads(metrics_path.read_text())
-        key = (identity["model"], identity["generator"], str(identity["corr"]))
+        key = (identity["model"], identity["generator"], str(identity["corr"]),
+               identity["protocol"])
         cells[key][int(identity["seed"])] = json.loads(path.read_text())
     return dict(cells)
 
@@ -65,64 +68,71 @@ def by_step(curves: dict[int, list[dict]], key: str) -> dict[int, list[float]]:
     return {s: v for s, v in sorted(values.items()) if len(v) == len(curves)}
 
 
-def converged_steps(curves: dict[int, list[dict]]) -> dict[int, list[str]]:
-    """``{step: [labels of the headline scores outside the final seed spread]}``."""
-    out: dict[int, list[str]] = {}
-    for key, label in headline_keys(curves):
-        series = by_step(curves, key)
-        if not series:
+def final(curves: dict[int, list[dict]], key: str, seeds) -> list[float]:
+    """The last point's value of ``key`` for each of ``seeds``."""
+    return [float(curves[seed][-1][key]) for seed in seeds if key in curves[seed][-1]]
+
+
+def verdict(standard, long) -> tuple[list[int], list[str]]:
+    """``(seeds compared, labels of the headline scores whose standard mean lies outside the
+    long runs' seed spread)``."""
+    seeds = sorted(set(standard) & set(long))
+    outside = []
+    for key, label in headline_keys(long):
+        s_values, l_values = final(standard, key, seeds), final(long, key, seeds)
+        if len(s_values) != len(seeds) or len(l_values) != len(seeds) or not seeds:
             continue
-        last = max(series)
-        low, high = min(series[last]), max(series[last])
-        for step, values in series.items():
-            mean = sum(values) / len(values)
-            out.setdefault(step, [])
-            if not low - 1e-12 <= mean <= high + 1e-12:
-                out[step].append(label)
-    return out
+        mean = sum(s_values) / len(s_values)
+        if not min(l_values) - 1e-12 <= mean <= max(l_values) + 1e-12:
+            outside.append(label)
+    return seeds, outside
+
+
+def _summary(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    return f"{mean:.3g} ± {(max(values) - min(values)) / 2:.2g}"
 
 
 def table(cells) -> str:
-    lines = ["| model | generator | σ | seeds | " + " | ".join(
-        f"step {s}" for s in (300, 600, 1200, 2400, 3600, 4800)) + " |",
-             "|---|---|---|---|" + "---|" * 6]
-    for (model, generator, corr), curves in sorted(cells.items()):
-        verdict = converged_steps(curves)
-        row = [model, generator, corr, str(len(curves))]
-        for step in (300, 600, 1200, 2400, 3600, 4800):
-            if step not in verdict:
-                row.append("")
-            elif not verdict[step]:
-                row.append("✓")
-            else:
-                row.append("✗ " + ", ".join(verdict[step]))
-        lines.append("| " + " | ".join(row) + " |")
+    pairs = sorted({k[:3] for k in cells})
+    lines = ["| model | generator | σ | seeds | standard converged? | scores outside the long "
+             "runs' seed spread |", "|---|---|---|---|---|---|"]
+    for model, generator, corr in pairs:
+        standard = cells.get((model, generator, corr, "standard"), {})
+        long = cells.get((model, generator, corr, "long"), {})
+        seeds, outside = verdict(standard, long)
+        if len(seeds) < 2:
+            lines.append(f"| {model} | {generator} | {corr} | {len(seeds)} | (needs ≥ 2 seeds "
+                         f"of both) | |")
+            continue
+        lines.append(f"| {model} | {generator} | {corr} | {len(seeds)} | "
+                     f"{'✓' if not outside else '✗'} | {', '.join(outside)} |")
     return "\n".join(lines)
 
 
-def values_table(cells, step: int) -> str:
-    """Mean ± (max − min)/2 over seeds of every headline score at ``step``."""
+def values_table(cells) -> str:
+    """Mean ± half the seed range of every headline score, standard and long, per cell."""
     lines = []
-    for (model, generator, corr), curves in sorted(cells.items()):
-        parts = []
-        for key, label in headline_keys(curves):
-            values = by_step(curves, key).get(step)
-            if values:
-                mean = sum(values) / len(values)
-                half = (max(values) - min(values)) / 2
-                parts.append(f"{label} {mean:.3g} ± {half:.2g}")
-        if parts:
-            lines.append(f"- **{model}**, {generator}, σ = {corr}: " + "; ".join(parts))
+    for model, generator, corr in sorted({k[:3] for k in cells}):
+        for protocol in ("standard", "long"):
+            curves = cells.get((model, generator, corr, protocol))
+            if not curves:
+                continue
+            seeds = sorted(curves)
+            parts = [f"{label} {_summary(final(curves, key, seeds))}"
+                     for key, label in headline_keys(curves) if final(curves, key, seeds)]
+            lines.append(f"- **{model}**, {generator}, σ = {corr}, {protocol} "
+                         f"({len(seeds)} seeds): " + "; ".join(parts))
     return "\n".join(lines)
 
 
-def plot(cells, generator: str, path: Path) -> None:
+def plot(cells, generator: str, corr: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mine = {k: v for k, v in cells.items() if k[1] == generator}
+    mine = {k: v for k, v in cells.items() if k[1] == generator and k[2] == corr}
     if not mine:
         return
     keys = headline_keys(next(iter(mine.values())))
@@ -132,15 +142,15 @@ def plot(cells, generator: str, path: Path) -> None:
     models = sorted({k[0] for k in mine})
     colours = dict(zip(models, plt.cm.tab10.colors, strict=False))
     for ax, (key, label) in zip(axes.flat, keys, strict=False):
-        for (model, _, corr), curves in sorted(mine.items()):
+        for (model, _, _, protocol), curves in sorted(mine.items()):
             series = by_step(curves, key)
             if not series:
                 continue
             steps = list(series)
             mean = [sum(v) / len(v) for v in series.values()]
-            style = "--" if corr == "inf" else "-"
+            style = "-" if protocol == "long" else "--"
             ax.plot(steps, mean, style, color=colours[model], marker="o", markersize=3,
-                    label=f"{model} σ={corr}")
+                    label=f"{model} {protocol} ({len(curves)} seeds)")
             ax.fill_between(steps, [min(v) for v in series.values()],
                             [max(v) for v in series.values()], color=colours[model], alpha=0.12)
         ax.set_title(label, fontsize=10)
@@ -151,11 +161,10 @@ def plot(cells, generator: str, path: Path) -> None:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
-    n_seeds = sorted({len(c) for c in mine.values()})
-    fig.suptitle(f"Convergence on {generator}: long protocol, mean over seeds "
-                 f"({'/'.join(map(str, n_seeds))}) with min..max band; σ = 0.2 solid, "
-                 f"σ = inf dashed", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    fig.suptitle(f"{generator}, σ = {corr}: scores along training, mean over seeds with "
+                 f"min..max band; long (4,800 steps) solid, standard (2,400) dashed; cosine "
+                 f"learning rate, so a curve's last point is its protocol's result", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -163,13 +172,13 @@ def plot(cells, generator: str, path: Path) -> None:
 
 def write_report(folder: Path, root: Path) -> None:
     cells = load_curves(folder)
-    for generator in sorted({k[1] for k in cells}):
-        plot(cells, generator, root / "docs" / "img" / f"convergence-{generator}.png")
+    for generator, corr in sorted({k[1:3] for k in cells}):
+        plot(cells, generator, corr,
+             root / "docs" / "img" / f"convergence-{generator}-corr{corr}.png")
     text = ["<!-- written by `python studies/convergence.py report`; do not edit -->",
-            "", "### Converged steps", "",
-            "✓: every headline score's mean over seeds lies within the seed spread of step "
-            "4800; ✗ lists the scores outside it.", "", table(cells), "",
-            "### Scores at the standard protocol's step (2400)", "",
-            values_table(cells, 2400), "",
-            "### Scores at the long protocol's step (4800)", "", values_table(cells, 4800), ""]
+            "", "### Is the standard protocol converged?", "",
+            "✓: for every headline score, the mean over seeds of the standard runs' final "
+            "scores lies within the long runs' seed spread (min..max) at step 4,800; the last "
+            "column lists the scores outside it.", "", table(cells), "",
+            "### Final scores (mean ± half the seed range)", "", values_table(cells), ""]
     (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")

@@ -177,6 +177,29 @@ def test_score_at_survives_an_interruption(tmp_path, monkeypatch):
         assert (resumed.run_dir / name).read_bytes() == (whole.run_dir / name).read_bytes()
 
 
+def test_score_at_scores_a_step_whose_checkpoint_was_saved_before_an_interruption(
+        tmp_path, monkeypatch):
+    """Killed while scoring step 3 (its checkpoint already written): the resumed run scores
+    step 3 from that checkpoint instead of skipping it."""
+    whole = _run(tmp_path / "whole", score_at=(1, 3))
+
+    def dies_scoring_step_3(*args, **kwargs):
+        if kwargs.get("perturbation_images") == 0 and len(calls) == 1:
+            raise KeyboardInterrupt  # the second scored point: step 3
+        calls.append(1)
+        return evaluate_model(*args, **kwargs)
+
+    calls: list[int] = []
+    evaluate_model = runs.evaluate_model
+    monkeypatch.setattr(runs, "evaluate_model", dies_scoring_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "cut", score_at=(1, 3))
+    monkeypatch.undo()
+    resumed = _run(tmp_path / "cut", score_at=(1, 3), resume=True)
+    for name in ("curve.json", "metrics.json"):
+        assert (resumed.run_dir / name).read_bytes() == (whole.run_dir / name).read_bytes()
+
+
 @pytest.mark.parametrize(("steps", "message"), [((4,), r"\[1, 3\]"), ((0,), r"\[1, 3\]"),
                                                  (("2",), "integers")])
 def test_score_at_refuses_steps_outside_the_run(tmp_path, steps, message):

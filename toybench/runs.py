@@ -401,7 +401,7 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         trained_seconds, trained_images = 0.0, 0.0
         done_before = load_checkpoint(run_dir.ckpt)["step"] if resume else 0
         try:
-            for stop in (*(s for s in score_at if s > done_before), cfg.steps):
+            for stop in (*(s for s in score_at if s >= done_before), cfg.steps):
                 result = train(net, splits["train"].images if pairs is None else pairs.images,
                                cfg, seed=spec.seed,
                                factors=splits["train"].factors, ckpt_path=run_dir.ckpt,
