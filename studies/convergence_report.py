@@ -77,7 +77,9 @@ def verdict(standard, long) -> tuple[list[int], list[str]]:
     """``(seeds compared, labels of the headline scores whose standard mean lies outside the
     long runs' seed spread)``."""
     seeds = sorted(set(standard) & set(long))
-    outside = []
+    outside: list[str] = []
+    if not seeds:
+        return seeds, outside
     for key, label in headline_keys(long):
         s_values, l_values = final(standard, key, seeds), final(long, key, seeds)
         if len(s_values) != len(seeds) or len(l_values) != len(seeds) or not seeds:

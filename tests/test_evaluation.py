@@ -280,15 +280,18 @@ def test_summary_table_arrows_and_warnings():
 
 @pytest.mark.slow
 def test_readme_beta8_example_warns_of_collapse(gen):
-    """README: `toybench run --model beta-vae --corr 0.4 --seed 1 --protocol quick --set
-    model.beta=8` ended with 0 active units and grey reconstructions and said nothing. Here at
-    a third of the steps and a fifth of the images, it collapses the same way."""
+    """README (before issue 9's protocols): `toybench run --model beta-vae --corr 0.4 --seed 1
+    --protocol quick --set model.beta=8` ended with 0 active units and grey reconstructions and
+    said nothing. The same settings (β = 8 unnormalized, KL ramp from step 0, constant learning
+    rate), at a third of the steps and a fifth of the images, collapse the same way: the
+    warnings must say so."""
     from toybench.baselines import load_baseline
     from toybench.train import train
 
     b = load_baseline("beta-vae", protocol="quick", overrides=[
-        "model.beta=8", "train.steps=100", "train.n_train=1000", "train.n_test=300",
-        "train.kl_warmup_steps=30"])
+        "model.beta=8", "model.beta_normalized=false", "train.steps=100", "train.n_train=1000",
+        "train.n_test=300", "train.kl_delay_steps=0", "train.kl_warmup_steps=30",
+        "train.lr_schedule=constant"])
     data = {name: make_split(gen, name, corr=0.4, n=b.train.n_train if name == "train"
                              else b.train.n_test, seed=1)
             for name in ("train", "test", "test_decorrelated")}

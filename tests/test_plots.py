@@ -53,7 +53,7 @@ def _model(name: str, generator, images: np.ndarray):
 
 
 def _expected_names(family: str, units) -> list[str]:
-    if family in ("vae", "pca"):  # one flat layer: z0.., pc0..
+    if family in ("vae", "pca", "ada"):  # one flat layer: z0.., pc0..
         (group,) = units
         return [f"{group.name}{k}" for k in range(len(group.columns))]
     return [f"{g.name}[{k}]" for g in units for k in range(len(g.columns))]
