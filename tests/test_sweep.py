@@ -243,7 +243,7 @@ def test_a_sweep_killed_with_sigkill_finishes_when_started_again(tmp_path, refer
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert "started" in [RunDir.of(spec, out).state() for spec in GRID.specs()]
-    report = run_sweep(GRID, out)
+    report = run_sweep(GRID, out, threads=1)  # as the reference and the killed sweep
     assert report.exit_code == 0, report.lines
     assert metrics_bytes(out) == reference[1]  # byte for byte as if never killed
 
