@@ -1,14 +1,16 @@
 """The convergence study of docs/protocols.md: long runs scored along their training.
 
 Every neural baseline x {toy-causal, dsprites-pairs-32} x σ ∈ {inf, 0.2} x seeds 0-2 is trained
-with the ``standard`` protocol (2,400 steps) and with the ``long`` one (4,800 steps, 8x the 600
-steps of the first standard protocol), each scored along its training at ``SCORE_AT`` steps with
-the full evaluation (``toybench run --score-at``, which changes no result: the standard runs are
-leaderboard runs too). The run folders (with checkpoints) go to ``--work``; each finished run's
+with the ``long`` protocol (4,800 steps, 8x the 600 steps of the first standard protocol) and
+scored along its training at ``SCORE_AT`` steps with the full evaluation (``toybench run
+--score-at``, which changes no result). The learning rate is constant and the KL schedule is in
+fixed steps, so the long run's first 2,400 steps are exactly the ``standard`` run (and its first
+S steps the run of S steps): one long run scores every shorter protocol. The run folders (with
+checkpoints, ``ckpt/step<S>.pt`` for each scored step) go to ``--work``; each finished run's
 small files (``curve.json``, ``metrics.json``, ``config.json``, ``status.json``) are copied to
-``studies/convergence/runs/<protocol>/`` and, with ``--commit``, committed at once, so an
-interrupted study loses at most the run in progress (which resumes from its checkpoint when the
-study is started again).
+``studies/convergence/runs/long/`` and, with ``--commit``, committed at once, so an interrupted
+study loses at most the run in progress (which resumes from its checkpoint when the study is
+started again). ``studies/convergence/lr-schedule/`` keeps the runs that chose the constant rate.
 
     python studies/convergence.py run --work /path/to/runs [--commit] [--threads 1]
     python studies/convergence.py report        # docs/protocols.md tables and docs/img/ curves
@@ -32,8 +34,8 @@ MODELS = ("vae", "beta-vae", "beta-tcvae", "csvae", "hvae")
 GENERATORS = ("toy-causal", "dsprites-pairs-32")
 CORRS = (0.2, float("inf"))
 SEEDS = (0, 1, 2)
-#: protocol -> the steps scored before its last one
-SCORE_AT = {"standard": (300, 600, 1200, 1800), "long": (600, 1200, 2400, 3600)}
+#: protocol -> the steps scored before its last one (2400 = the standard protocol)
+SCORE_AT = {"long": (300, 600, 1200, 2400, 3600)}
 KEEP = ("curve.json", "metrics.json", "config.json", "status.json")
 
 

@@ -1,18 +1,17 @@
 """Tables and curves of the convergence study (``python studies/convergence.py report``).
 
-Reads every ``studies/convergence/runs/<protocol>/*/curve.json`` (a run scored along its
-training), groups the runs by model x generator x σ x protocol, and writes:
+Reads every ``studies/convergence/runs/long/*/curve.json`` (a long run scored along its
+training; with the constant learning rate its point at step S is the S-step run), groups the
+runs by model x generator x σ, and writes:
 
 - ``docs/img/convergence-<generator>-corr<σ>.png``: each headline score against the step, one
-  line per model and protocol (mean over seeds; the band spans the seeds' min..max), long solid,
-  standard dashed;
-- ``docs/protocols-table.md``: per cell, the verdict of the criterion and the scores of both
-  protocols (mean ± half the seed range).
+  line per model (mean over seeds; the band spans the seeds' min..max);
+- ``docs/protocols-table.md``: per cell, which steps are converged, and the scores at the
+  standard protocol's step (2,400) and at 4,800.
 
-The criterion (docs/protocols.md): the standard protocol is converged for a cell when, for
-every headline score, the mean over the seeds of its final scores lies within the seed spread
-(min..max over the seeds) of the long protocol's final scores. Cells are compared only with
-the same seeds in both protocols.
+The criterion (docs/protocols.md): step S is converged for a cell when, for every headline
+score, the mean over the seeds at S lies within the seed spread (min..max over the seeds) at the
+longest step, 4,800. Only steps every seed of the cell has are compared.
 """
 
 from __future__ import annotations
@@ -36,16 +35,15 @@ HEADLINE = (
 PAIR_PREFIX = "test_decorrelated.entanglement."
 
 
-def load_curves(folder: Path) -> dict[tuple[str, str, str, str], dict[int, list[dict]]]:
-    """``{(model, generator, corr, protocol): {seed: curve rows}}`` of the finished runs."""
-    cells: dict[tuple[str, str, str, str], dict[int, list[dict]]] = defaultdict(dict)
-    for path in sorted(folder.glob("*/*/curve.json")):
+def load_curves(folder: Path) -> dict[tuple[str, str, str], dict[int, list[dict]]]:
+    """``{(model, generator, corr): {seed: curve rows}}`` of the finished long runs."""
+    cells: dict[tuple[str, str, str], dict[int, list[dict]]] = defaultdict(dict)
+    for path in sorted(folder.glob("long/*/curve.json")):
         metrics_path = path.with_name("metrics.json")
         if not metrics_path.is_file():
             continue  # unfinished
         identity = json.loads(metrics_path.read_text())
-        key = (identity["model"], identity["generator"], str(identity["corr"]),
-               identity["protocol"])
+        key = (identity["model"], identity["generator"], str(identity["corr"]))
         cells[key][int(identity["seed"])] = json.loads(path.read_text())
     return dict(cells)
 
@@ -68,26 +66,26 @@ def by_step(curves: dict[int, list[dict]], key: str) -> dict[int, list[float]]:
     return {s: v for s, v in sorted(values.items()) if len(v) == len(curves)}
 
 
-def final(curves: dict[int, list[dict]], key: str, seeds) -> list[float]:
-    """The last point's value of ``key`` for each of ``seeds``."""
-    return [float(curves[seed][-1][key]) for seed in seeds if key in curves[seed][-1]]
+STEPS = (300, 600, 1200, 2400, 3600, 4800)
+STANDARD_STEP = 2400
 
 
-def verdict(standard, long) -> tuple[list[int], list[str]]:
-    """``(seeds compared, labels of the headline scores whose standard mean lies outside the
-    long runs' seed spread)``."""
-    seeds = sorted(set(standard) & set(long))
-    outside: list[str] = []
-    if not seeds:
-        return seeds, outside
-    for key, label in headline_keys(long):
-        s_values, l_values = final(standard, key, seeds), final(long, key, seeds)
-        if len(s_values) != len(seeds) or len(l_values) != len(seeds) or not seeds:
+def outside_spread(curves: dict[int, list[dict]]) -> dict[int, list[str]]:
+    """``{step: [labels of the headline scores whose mean over seeds lies outside the seed
+    spread at the last step]}`` for the steps every seed has."""
+    out: dict[int, list[str]] = {}
+    for key, label in headline_keys(curves):
+        series = by_step(curves, key)
+        if not series:
             continue
-        mean = sum(s_values) / len(s_values)
-        if not min(l_values) - 1e-12 <= mean <= max(l_values) + 1e-12:
-            outside.append(label)
-    return seeds, outside
+        last = max(series)
+        low, high = min(series[last]), max(series[last])
+        for step, values in series.items():
+            mean = sum(values) / len(values)
+            out.setdefault(step, [])
+            if not low - 1e-12 <= mean <= high + 1e-12:
+                out[step].append(label)
+    return out
 
 
 def _summary(values: list[float]) -> str:
@@ -96,35 +94,37 @@ def _summary(values: list[float]) -> str:
 
 
 def table(cells) -> str:
-    pairs = sorted({k[:3] for k in cells})
-    lines = ["| model | generator | σ | seeds | standard converged? | scores outside the long "
-             "runs' seed spread |", "|---|---|---|---|---|---|"]
-    for model, generator, corr in pairs:
-        standard = cells.get((model, generator, corr, "standard"), {})
-        long = cells.get((model, generator, corr, "long"), {})
-        seeds, outside = verdict(standard, long)
-        if len(seeds) < 2:
-            lines.append(f"| {model} | {generator} | {corr} | {len(seeds)} | (needs ≥ 2 seeds "
-                         f"of both) | |")
+    lines = ["| model | generator | σ | seeds | " + " | ".join(f"{s}" for s in STEPS) + " |",
+             "|---|---|---|---|" + "---|" * len(STEPS)]
+    for (model, generator, corr), curves in sorted(cells.items()):
+        if len(curves) < 2:
+            lines.append(f"| {model} | {generator} | {corr} | {len(curves)} | "
+                         + " | ".join("" for _ in STEPS) + " |")
             continue
-        lines.append(f"| {model} | {generator} | {corr} | {len(seeds)} | "
-                     f"{'✓' if not outside else '✗'} | {', '.join(outside)} |")
+        verdict = outside_spread(curves)
+        row = []
+        for step in STEPS:
+            if step not in verdict:
+                row.append("")
+            else:
+                row.append("✓" if not verdict[step] else "✗ " + ", ".join(verdict[step]))
+        lines.append(f"| {model} | {generator} | {corr} | {len(curves)} | " + " | ".join(row)
+                     + " |")
     return "\n".join(lines)
 
 
-def values_table(cells) -> str:
-    """Mean ± half the seed range of every headline score, standard and long, per cell."""
+def values_table(cells, step: int) -> str:
+    """Mean ± half the seed range of every headline score at ``step``, per cell."""
     lines = []
-    for model, generator, corr in sorted({k[:3] for k in cells}):
-        for protocol in ("standard", "long"):
-            curves = cells.get((model, generator, corr, protocol))
-            if not curves:
-                continue
-            seeds = sorted(curves)
-            parts = [f"{label} {_summary(final(curves, key, seeds))}"
-                     for key, label in headline_keys(curves) if final(curves, key, seeds)]
-            lines.append(f"- **{model}**, {generator}, σ = {corr}, {protocol} "
-                         f"({len(seeds)} seeds): " + "; ".join(parts))
+    for (model, generator, corr), curves in sorted(cells.items()):
+        parts = []
+        for key, label in headline_keys(curves):
+            values = by_step(curves, key).get(step)
+            if values:
+                parts.append(f"{label} {_summary(values)}")
+        if parts:
+            lines.append(f"- **{model}**, {generator}, σ = {corr} ({len(curves)} seeds): "
+                         + "; ".join(parts))
     return "\n".join(lines)
 
 
@@ -144,28 +144,27 @@ def plot(cells, generator: str, corr: str, path: Path) -> None:
     models = sorted({k[0] for k in mine})
     colours = dict(zip(models, plt.cm.tab10.colors, strict=False))
     for ax, (key, label) in zip(axes.flat, keys, strict=False):
-        for (model, _, _, protocol), curves in sorted(mine.items()):
+        for (model, _, _), curves in sorted(mine.items()):
             series = by_step(curves, key)
             if not series:
                 continue
             steps = list(series)
             mean = [sum(v) / len(v) for v in series.values()]
-            style = "-" if protocol == "long" else "--"
-            ax.plot(steps, mean, style, color=colours[model], marker="o", markersize=3,
-                    label=f"{model} {protocol} ({len(curves)} seeds)")
+            ax.plot(steps, mean, "-", color=colours[model], marker="o", markersize=3,
+                    label=f"{model} ({len(curves)} seeds)")
             ax.fill_between(steps, [min(v) for v in series.values()],
                             [max(v) for v in series.values()], color=colours[model], alpha=0.12)
         ax.set_title(label, fontsize=10)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("step")
+        ax.axvline(STANDARD_STEP, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("step (dotted: standard)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
-    fig.suptitle(f"{generator}, σ = {corr}: scores along training, mean over seeds with "
-                 f"min..max band; long (4,800 steps) solid, standard (2,400) dashed; cosine "
-                 f"learning rate, so a curve's last point is its protocol's result", fontsize=10)
+    fig.suptitle(f"{generator}, σ = {corr}: scores of the long runs along training (the point at "
+                 f"step S is the S-step run), mean over seeds with min..max band", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -178,9 +177,11 @@ def write_report(folder: Path, root: Path) -> None:
         plot(cells, generator, corr,
              root / "docs" / "img" / f"convergence-{generator}-corr{corr}.png")
     text = ["<!-- written by `python studies/convergence.py report`; do not edit -->",
-            "", "### Is the standard protocol converged?", "",
-            "✓: for every headline score, the mean over seeds of the standard runs' final "
-            "scores lies within the long runs' seed spread (min..max) at step 4,800; the last "
-            "column lists the scores outside it.", "", table(cells), "",
-            "### Final scores (mean ± half the seed range)", "", values_table(cells), ""]
+            "", "### Which steps are converged", "",
+            "✓: every headline score's mean over seeds lies within the seed spread (min..max) "
+            "at step 4,800; ✗ lists the scores outside it. Step 2,400 is the standard protocol.",
+            "", table(cells), "",
+            f"### Scores at the standard protocol's step ({STANDARD_STEP})", "",
+            values_table(cells, STANDARD_STEP), "",
+            "### Scores at the long protocol's step (4800)", "", values_table(cells, 4800), ""]
     (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")
