@@ -163,12 +163,14 @@ def normalized_weight(weight: float, image_shape: tuple[int, ...]) -> float:
     return 1.0 + (float(weight) - 1.0) * pixels / BETA_REFERENCE_PIXELS
 
 
-def effective_beta(config, image_shape: tuple[int, ...]) -> float:  # noqa: ANN001 - any family
-    """The KL weight β a family config puts on images of ``image_shape`` ``(C, H, W)``:
-    ``config.beta``, or with ``config.beta_normalized`` its `normalized_weight`."""
+def effective_beta(config, image_shape: tuple[int, ...], name: str = "beta") -> float:  # noqa: ANN001
+    """The KL-term weight ``name`` (``"beta"``, or the vae family's ``"tc_beta"``) a family
+    config puts on images of ``image_shape`` ``(C, H, W)``: the config's value, or with
+    ``config.beta_normalized`` its `normalized_weight`."""
+    weight = getattr(config, name)
     if not config.beta_normalized:
-        return float(config.beta)
-    return normalized_weight(config.beta, image_shape)
+        return float(weight)
+    return normalized_weight(weight, image_shape)
 
 
 def check_decoder_fields(family: str, config) -> None:  # noqa: ANN001 - any family config

@@ -64,7 +64,6 @@ from toybench.train import (
     TrainResult,
     check_resumable,
     check_training_memory,
-    load_checkpoint,
     load_weights,
     log_final_scores,
     meta_model,
@@ -245,11 +244,12 @@ def execute(
         raise ToybenchError(f"{run_dir.path} has an unfinished run (ckpt/last.pt, no "
                             f"metrics.json); pass --resume to continue it or --force to start "
                             f"over")
+    resumed_step = 0
     if resume and net.trainable:
         if not run_dir.ckpt.exists():
             raise ToybenchError(f"cannot resume: no checkpoint at {run_dir.ckpt}")
         # everything about the checkpoint is checked before claiming or drawing data
-        check_resumable(run_dir.ckpt, net, baseline.train, spec.seed)
+        resumed_step = check_resumable(run_dir.ckpt, net, baseline.train, spec.seed)["step"]
     with run_dir.claim():
         if not force and run_dir.metrics.is_file():  # finished by another process meanwhile
             return _existing(run_dir, echo)
@@ -259,7 +259,7 @@ def execute(
             return _execute_claimed(spec, run_dir, baseline, generator, net, meta,
                                     resume=resume and net.trainable, plots=plots,
                                     progress=progress, echo=echo, score_at=score_at,
-                                    device=device)
+                                    device=device, resumed_step=resumed_step)
 
 
 def check_score_at(score_at: Iterable[int], baseline) -> tuple[int, ...]:
@@ -353,7 +353,7 @@ class _Clock:
 def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, meta, *,
                      resume: bool, plots: bool, progress: bool | None,
                      echo: Callable[[str], None], score_at: tuple[int, ...] = (),
-                     device: str = "cpu") -> RunResult:
+                     device: str = "cpu", resumed_step: int = 0) -> RunResult:
     from toybench.data import make_split
 
     clock = _Clock()
@@ -399,9 +399,8 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
              + (" pairs" if pairs is not None else "") + on
              + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
         trained_seconds, trained_images = 0.0, 0.0
-        done_before = load_checkpoint(run_dir.ckpt)["step"] if resume else 0
-        try:
-            for stop in (*(s for s in score_at if s >= done_before), cfg.steps):
+        try:  # (steps before the checkpoint a run resumes from cannot be scored any more)
+            for stop in (*(s for s in score_at if s >= resumed_step), cfg.steps):
                 result = train(net, splits["train"].images if pairs is None else pairs.images,
                                cfg, seed=spec.seed,
                                factors=splits["train"].factors, ckpt_path=run_dir.ckpt,

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from toybench.configs import VAEConfig, effective_beta, normalized_weight
+from toybench.configs import VAEConfig, effective_beta
 from toybench.models.common import (
     LossOutput,
     UnitGroup,
@@ -92,8 +92,7 @@ class VAE(nn.Module):
         self.config = config
         self.image_shape = tuple(image_shape)
         self.beta = effective_beta(config, self.image_shape)  # β for this image size
-        self.tc_beta = (normalized_weight(config.tc_beta, self.image_shape)
-                        if config.beta_normalized else float(config.tc_beta))
+        self.tc_beta = effective_beta(config, self.image_shape, "tc_beta")
         arch = resolve_arch(config.arch, self.image_shape)
         self.likelihood = Likelihood(config.likelihood, config.sigma, config.variance_floor)
         channels = self.image_shape[0]
