@@ -3,7 +3,6 @@ every resolved value of every shipped baseline is what it was before the files w
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import tomllib

@@ -24,8 +24,8 @@ from toybench.baselines import baseline_names, load_baseline
 from toybench.configs import effective_beta
 from toybench.errors import ToybenchError
 from toybench.models import MODELS, Fittable, LossOutput, Model, Paired, build_model, model_config
-from toybench.models.common import kl_normal, kl_standard_normal, log_normal
 from toybench.models.ada import aggregate, shared_units, unit_kl
+from toybench.models.common import kl_normal, kl_standard_normal, log_normal
 from toybench.models.csvae import precision_weighted
 from toybench.models.likelihoods import Likelihood
 from toybench.models.nets import resolve_arch, subpixel_conv_transpose

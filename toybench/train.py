@@ -798,7 +798,8 @@ def train(
                 for step in range(start, end):
                     state.begin_step()
                     idx = batch_indices(n, config.batch_size, step, seed)  # (B,)
-                    x = _to_float(_batch_u8(data_u8, idx).to(device), channels_last)  # (G·B, C, H, W)
+                    # (G·B, C, H, W): the B examples' first images, then their second ones
+                    x = _to_float(_batch_u8(data_u8, idx).to(device), channels_last)
                     done = step + 1
                     logged = done % config.log_every == 0 or done == config.steps
                     # Models with costly logging-only terms skip them on steps not logged.
