@@ -13,6 +13,7 @@ study loses at most the run in progress (which resumes from its checkpoint when 
 started again). ``studies/convergence/lr-schedule/`` keeps the runs that chose the constant rate.
 
     python studies/convergence.py run --work /path/to/runs [--commit] [--threads 1]
+                                      [--board-work DIR] [--only TEXT]
     python studies/convergence.py report        # docs/protocols.md tables and docs/img/ curves
 
 Cells run in a fixed order: seed 0 of every cell first, then seed 1, then seed 2.
@@ -49,7 +50,8 @@ def cells():
                         yield model, generator, corr, seed, protocol
 
 
-def run(work: Path, commit: bool, only: str | None) -> int:
+def run(work: Path, commit: bool, only: str | None, board_work: Path | None = None) -> int:
+    from studies.leaderboards import in_grid, keep_standard
     from toybench.errors import ToybenchError
     from toybench.rundir import RunDir, RunSpec
     from toybench.runs import execute
@@ -77,6 +79,11 @@ def run(work: Path, commit: bool, only: str | None) -> int:
             shutil.copy2(run_dir.path / name, kept / name)
         if commit:
             _commit(kept, f"convergence study: {spec.name}")
+        if board_work is not None and in_grid(model, (), generator, corr):
+            # the leaderboard's standard run is this run's first 2,400 steps: keep it now,
+            # while the checkpoint is on this machine
+            keep_standard(model, (), generator, corr, seed, board_work, study_work=work,
+                          commit=commit)
     return 1 if failures else 0
 
 
@@ -101,6 +108,9 @@ def main() -> int:
     go.add_argument("--work", type=Path, required=True, help="folder for the run folders")
     go.add_argument("--commit", action="store_true", help="git-commit each finished run")
     go.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
+    go.add_argument("--board-work", type=Path, default=None,
+                    help="also keep each long run's first 2,400 steps as the leaderboard's "
+                         "standard run (studies/leaderboards.py), run folders here")
     go.add_argument("--only", default=None, help="run only cells whose 'model generator' "
                                                  "contains this text")
     sub.add_parser("report", help="write docs/protocols.md's tables and docs/img/ curves")
@@ -112,7 +122,7 @@ def main() -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        return run(args.work, args.commit, args.only)
+        return run(args.work, args.commit, args.only, args.board_work)
     from studies.convergence_report import write_report  # noqa: PLC0415 - only for reports
 
     write_report(STUDY, ROOT)

@@ -317,3 +317,50 @@ def test_parse_override_values():
     assert parse_override('model.arch="conv32"') == ("model.arch", "conv32")
     assert parse_override("model.latent_dims=[4, 4]") == ("model.latent_dims", [4, 4])
     assert build_config(TrainConfig, {"lr": 1}, "train").lr == 1.0
+
+
+# --- a shorter run taken from a longer one (execute(prefix_of=...)) ---------------------------
+
+CONSTANT = tuple(o for o in TINY if not o.startswith("train.steps=")) + (
+    "train.lr_schedule=constant", "train.kl_delay_steps=1", "train.kl_warmup_steps=2")
+
+
+def test_a_run_taken_from_a_longer_runs_checkpoint_is_byte_identical(tmp_path):
+    """The first 4 steps of an 8-step constant-rate run, scored from its ckpt/step4.pt, give
+    the same metrics.json bytes as a 4-step run trained from scratch; status.json names the
+    source; a second call finds the run done."""
+    short = _run(tmp_path / "short", overrides=(*CONSTANT, "train.steps=4"))
+    long = _run(tmp_path / "long", overrides=(*CONSTANT, "train.steps=8"), score_at=(4,))
+    spec = runs.RunSpec("vae", "toy-causal", 0.2, 1, "quick", (*CONSTANT, "train.steps=4"))
+    lines: list[str] = []
+    taken = runs.execute(spec, tmp_path / "taken", plots=False, echo=lines.append,
+                         prefix_of=long.run_dir)
+    assert taken.run_dir.name == short.run_dir.name
+    assert (taken.run_dir / "metrics.json").read_bytes() == \
+        (short.run_dir / "metrics.json").read_bytes()
+    status = json.loads((taken.run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["derived_from"].endswith("ckpt/step4.pt")
+    assert any("taken from the first 4 steps" in line for line in lines)
+    again = runs.execute(spec, tmp_path / "taken", plots=False, echo=lambda _l: None,
+                         prefix_of=long.run_dir)
+    assert again.status == "existing"
+
+
+def test_a_longer_run_with_another_schedule_or_setting_is_refused(tmp_path):
+    """A cosine rate over the run changes its first steps, another β is another run, and a
+    longer run without the step's checkpoint has nothing to give: each is one line, before
+    anything is written."""
+    cosine = (*(o for o in CONSTANT if o != "train.lr_schedule=constant"),
+              "train.lr_schedule=cosine")
+    long_cos = _run(tmp_path / "cos", overrides=(*cosine, "train.steps=8"), score_at=(4,))
+    other = _run(tmp_path / "beta", overrides=(*CONSTANT, "train.steps=8", "model.beta=2"),
+                 score_at=(4,))
+    unscored = _run(tmp_path / "plain", overrides=(*CONSTANT, "train.steps=8"))
+    cases = [(cosine, long_cos, "schedule differs"), (CONSTANT, other, "differs in 'model'"),
+             (CONSTANT, unscored, "no checkpoint at step 4")]
+    for base, source, message in cases:
+        spec = runs.RunSpec("vae", "toy-causal", 0.2, 1, "quick", (*base, "train.steps=4"))
+        with pytest.raises(ToybenchError, match=message):
+            runs.execute(spec, tmp_path / "taken", plots=False, echo=lambda _l: None,
+                         prefix_of=source.run_dir)
+    assert not (tmp_path / "taken").exists()

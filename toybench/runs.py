@@ -67,6 +67,7 @@ from toybench.train import (
     load_weights,
     log_final_scores,
     meta_model,
+    save_checkpoint,
     save_fitted,
     train,
 )
@@ -163,6 +164,7 @@ def execute(
     echo: Callable[[str], None] = print,
     score_at: Iterable[int] = (),
     device: str = "cpu",
+    prefix_of: str | Path | None = None,
 ) -> RunResult:
     """Do the work of one `RunSpec`: claim its folder, train, score, write.
 
@@ -197,6 +199,13 @@ def execute(
         Where a trainable model trains and is scored (`toybench.hardware.resolve_device`;
         bf16 autocast on either). Not part of the run's configuration or hash; ``env.json``
         records it. A fitted model (PCA) stays on the CPU.
+    prefix_of : str or Path, optional
+        A done run folder of the same spec under a longer protocol whose first ``train.steps``
+        steps are this run (`check_prefix`: equal configs but for the number of steps, equal
+        learning-rate and KL schedules over those steps, its ``ckpt/step<S>.pt`` kept by
+        ``score_at``). The run is then scored from that checkpoint instead of trained again:
+        its ``metrics.json`` is byte-identical to a run trained from scratch (tested), and
+        ``status.json`` names the source (``derived_from``).
 
     Returns
     -------
@@ -245,6 +254,13 @@ def execute(
                             f"metrics.json); pass --resume to continue it or --force to start "
                             f"over")
     resumed_step = 0
+    prefix = None
+    if prefix_of is not None:
+        if resume or force or score_at:
+            raise ToybenchError("a run scored from a longer run's checkpoint takes no --resume, "
+                                "--force or --score-at")
+        prefix = check_prefix(spec, baseline, net, prefix_of)
+        resumed_step = prefix.step
     if resume and net.trainable:
         if not run_dir.ckpt.exists():
             raise ToybenchError(f"cannot resume: no checkpoint at {run_dir.ckpt}")
@@ -255,11 +271,93 @@ def execute(
             return _existing(run_dir, echo)
         if force:
             run_dir.clear()
+        if prefix is not None:  # the longer run's state at this run's last step, as its own
+            save_checkpoint(run_dir.ckpt, prefix.state)
         with _status_on_exit(run_dir, resume_command(spec, out), echo):
             return _execute_claimed(spec, run_dir, baseline, generator, net, meta,
-                                    resume=resume and net.trainable, plots=plots,
-                                    progress=progress, echo=echo, score_at=score_at,
-                                    device=device, resumed_step=resumed_step)
+                                    resume=(resume and net.trainable) or prefix is not None,
+                                    plots=plots, progress=progress, echo=echo,
+                                    score_at=score_at, device=device, resumed_step=resumed_step,
+                                    derived_from=None if prefix is None else prefix.source)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A longer run's checkpoint at this run's last step (`check_prefix`)."""
+
+    source: str  #: "<run folder>/ckpt/step<S>.pt", as recorded in status.json
+    step: int
+    state: dict[str, Any]  #: the checkpoint, its train config replaced by this run's
+
+
+def check_prefix(spec: RunSpec, baseline, net: torch.nn.Module,
+                 source: str | Path) -> Prefix:
+    """Check that the done run folder ``source`` trained ``spec`` as its first steps.
+
+    ``source`` must hold a done run whose ``config.json`` equals ``spec.config`` in everything
+    but the protocol's name and ``train.steps`` (larger), with ``ckpt/step<S>.pt`` for
+    ``S = train.steps`` of ``spec``; the learning rate (`toybench.train.lr_at`) and KL weight
+    (`toybench.train.kl_weight_at`) of both configs must agree at every step before ``S`` (a
+    constant rate and a KL schedule in fixed steps do; a cosine decay over the run does not).
+    Training is then the same computation up to ``S``: batch order, noise and the optimizer
+    state depend only on the seed and the step, and the checkpoint holds them all.
+
+    Raises
+    ------
+    ToybenchError
+        One line naming the first difference.
+    """
+    from toybench.train import TrainConfig, kl_weight_at, lr_at
+
+    if not net.trainable:
+        raise ToybenchError(f"{spec.baseline} is fitted, not trained in steps: it has no "
+                            f"shorter run to take from a longer one")
+    src = RunDir(source)
+    if src.state() != "done":
+        raise ToybenchError(f"{src.path} is not a done run (state {src.state()}); only a "
+                            f"finished run's checkpoints are taken")
+    theirs = _read_json(src.config)
+    mine = spec.config
+    steps = baseline.train.steps
+    if not isinstance(theirs.get("train"), dict) or theirs["train"].get("steps", 0) <= steps:
+        raise ToybenchError(f"{src.path} did not train longer than {steps} steps")
+
+    def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+        """The config without what only sets the number of steps (protocol, train.steps)."""
+        out = json.loads(json.dumps(config))
+        out["train"].pop("steps", None)
+        out.pop("protocol", None)
+        if isinstance(out.get("overrides"), dict):
+            out["overrides"].pop("train.steps", None)
+        if isinstance(out.get("spec"), dict):
+            out["spec"].pop("protocol", None)
+            out["spec"]["overrides"] = [o for o in out["spec"].get("overrides", [])
+                                        if o.replace(" ", "").split("=")[0] != "train.steps"]
+        return out
+
+    a, b = comparable(theirs), comparable(mine)
+    if a != b:
+        key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        raise ToybenchError(f"{src.path} is another run: its config.json differs in {key!r}, "
+                            f"not only in train.steps")
+    long_cfg = TrainConfig(**{**asdict(baseline.train), "steps": theirs["train"]["steps"]})
+    for step in range(steps):
+        if (lr_at(long_cfg, step) != lr_at(baseline.train, step)
+                or kl_weight_at(long_cfg, step) != kl_weight_at(baseline.train, step)):
+            raise ToybenchError(f"{src.path}: its learning-rate or KL schedule differs from "
+                                f"this run's at step {step} (a schedule over the whole run, "
+                                f"such as cosine, makes a longer run's prefix another run)")
+    path = src.path / "ckpt" / f"step{steps}.pt"
+    if not path.is_file():
+        raise ToybenchError(f"{src.path} kept no checkpoint at step {steps} ({path.name}; "
+                            f"score the longer run at that step with score_at)")
+    state = check_resumable(path, net, long_cfg, spec.seed)
+    if state["step"] != steps:
+        raise ToybenchError(f"{path} is at step {state['step']}, not {steps}")
+    state["config"] = {k: (list(v) if isinstance(v, tuple) else v)
+                       for k, v in asdict(baseline.train).items()}
+    state["meta"] = json.dumps(state["meta"])  # as save_checkpoint writes it
+    return Prefix(f"{src.path}/ckpt/{path.name}", steps, state)
 
 
 def check_score_at(score_at: Iterable[int], baseline) -> tuple[int, ...]:
@@ -353,7 +451,8 @@ class _Clock:
 def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, meta, *,
                      resume: bool, plots: bool, progress: bool | None,
                      echo: Callable[[str], None], score_at: tuple[int, ...] = (),
-                     device: str = "cpu", resumed_step: int = 0) -> RunResult:
+                     device: str = "cpu", resumed_step: int = 0,
+                     derived_from: str | None = None) -> RunResult:
     from toybench.data import make_split
 
     clock = _Clock()
@@ -398,6 +497,9 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
              + (" pairs" if pairs is not None else "") + on
              + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
+        if derived_from is not None:
+            echo(f"{clock} train  taken from the first {cfg.steps} steps of a longer run: "
+                 f"{derived_from}")
         trained_seconds, trained_images = 0.0, 0.0
         try:  # (steps before the checkpoint a run resumes from cannot be scored any more)
             for stop in (*(s for s in score_at if s >= resumed_step), cfg.steps):
@@ -437,8 +539,12 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         timings["train_seconds"] = trained_seconds
         timings["images_per_second"] = trained_images / trained_seconds if trained_seconds else 0.0
     write_history(run_dir.history, result.history)
-    echo(f"{clock} train  done: {result.steps_done} steps in {timings['train_seconds']:.1f} s"
-         + (f" ({timings['images_per_second']:,.0f} images/s)" if net.trainable else " (fitted)"))
+    if derived_from is not None:
+        echo(f"{clock} train  done: {result.steps_done} steps, taken from the longer run")
+    else:
+        echo(f"{clock} train  done: {result.steps_done} steps in {timings['train_seconds']:.1f} s"
+             + (f" ({timings['images_per_second']:,.0f} images/s)" if net.trainable
+                else " (fitted)"))
 
     t = time.perf_counter()
     echo(f"{clock} score  {', '.join(s for s in splits if s != 'train')}: reconstruction, "
@@ -471,7 +577,8 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
     atomic_write_json(run_dir.env, environment(timings, device))
     atomic_write_json(run_dir.metrics, metrics)
     run_dir.write_status("done", exit_code=0,
-                         seconds=round(time.perf_counter() - clock.start, 3))
+                         seconds=round(time.perf_counter() - clock.start, 3),
+                         **({} if derived_from is None else {"derived_from": derived_from}))
     summary = summary_table(metrics)
     echo(summary)
     echo(f"{clock} done   {run_dir.path}")

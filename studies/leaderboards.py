@@ -1,0 +1,192 @@
+"""The committed leaderboards' sweeps: standard runs whose small files live in ``leaderboards/``.
+
+Two grids (issue 12), both at the ``standard`` protocol, seeds 0-2:
+
+- ``toy-causal``: every baseline (CSVAE both with its 10% labels and unsupervised) at
+  σ ∈ {inf, 0.7, 0.4, 0.2};
+- ``dsprites-pairs-32``: vae, beta-vae, beta-tcvae, hvae and ada-gvae at σ ∈ {inf, 0.4, 0.2}.
+
+Each cell is one `toybench.runs.execute` of a `RunSpec`; its run folder (checkpoints included)
+goes to ``--work`` and its small files (`KEEP`) to ``leaderboards/runs/<generator>/<run name>/``,
+committed at once with ``--commit``, so an interrupted sweep loses at most the run in progress
+and ``toybench leaderboard leaderboards/runs/<generator>/*`` rebuilds every table from the
+committed files alone. Cells already kept are skipped.
+
+A cell that the convergence study (`studies/convergence.py`) trained as the first 2,400 steps
+of a ``long`` run is not trained again: with ``--study-work`` (the study's run folders) it is
+scored from that run's ``ckpt/step2400.pt`` (``execute(prefix_of=...)``, byte-identical to a
+run trained from scratch; ``status.json`` says ``derived_from``). The study calls
+`keep_standard` itself after each long run, so its checkpoints need not outlive the machine.
+
+    python studies/leaderboards.py run --work /path/to/runs [--study-work DIR] [--commit]
+                                       [--threads 2] [--only TEXT] [--corr inf,0.2]
+    python studies/leaderboards.py build   # leaderboards/*.csv and leaderboards/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARD = ROOT / "leaderboards"
+KEPT = BOARD / "runs"
+KEEP = ("metrics.json", "config.json", "status.json", "env.json")
+SEEDS = (0, 1, 2)
+INF = math.inf
+UNSUPERVISED = ("model.supervision_weight=0", "train.supervised_fraction=0")
+#: generator -> (models as (baseline, overrides), σ values)
+GRIDS = {
+    "toy-causal": (
+        (("vae", ()), ("beta-vae", ()), ("beta-tcvae", ()), ("csvae", ()),
+         ("csvae", UNSUPERVISED), ("hvae", ()), ("pca", ()), ("ada-gvae", ()),
+         ("ada-ml-vae", ())),
+        (INF, 0.7, 0.4, 0.2)),
+    "dsprites-pairs-32": (
+        (("vae", ()), ("beta-vae", ()), ("beta-tcvae", ()), ("hvae", ()), ("ada-gvae", ())),
+        (INF, 0.4, 0.2)),
+}
+
+
+def cells():
+    """``(baseline, overrides, generator, σ, seed)``: seed 0 of every cell first."""
+    for seed in SEEDS:
+        for generator, (models, corrs) in GRIDS.items():
+            for corr in corrs:
+                for baseline, overrides in models:
+                    yield baseline, overrides, generator, corr, seed
+
+
+def label(baseline: str, overrides: tuple[str, ...]) -> str:
+    return baseline + (" (unsupervised)" if overrides == UNSUPERVISED else "")
+
+
+def in_grid(baseline: str, overrides: tuple[str, ...], generator: str, corr: float) -> bool:
+    models, corrs = GRIDS.get(generator, ((), ()))
+    return (baseline, tuple(overrides)) in models and corr in corrs
+
+
+def keep_standard(baseline: str, overrides: tuple[str, ...], generator: str, corr: float,
+                  seed: int, work: Path, *, study_work: Path | None = None,
+                  commit: bool = False, train_missing: bool = True) -> str:
+    """Run (or take from the study's long run) one standard cell and keep its small files.
+
+    Returns ``"kept"`` (already in ``leaderboards/runs``), ``"taken"`` (scored from a long
+    run's step-2400 checkpoint), ``"trained"``, ``"failed"`` or, with ``train_missing`` false
+    and no long run to take it from, ``"missing"``.
+    """
+    from toybench.errors import ToybenchError
+    from toybench.rundir import RunDir, RunSpec
+    from toybench.runs import execute
+
+    spec = RunSpec(baseline, generator, corr, seed, "standard", tuple(overrides))
+    kept = KEPT / generator / spec.name
+    if (kept / "metrics.json").is_file():
+        return "kept"
+    run_dir = RunDir.of(spec, work)
+    source = None
+    if study_work is not None and run_dir.state() != "done":
+        long = RunDir.of(RunSpec(baseline, generator, corr, seed, "long", tuple(overrides)),
+                         study_work)
+        if long.state() == "done" and (long.path / "ckpt" / "step2400.pt").is_file():
+            source = long.path
+    state = run_dir.state()
+    if source is None and state != "done" and not train_missing:
+        return "missing"
+    print(f"== standard {spec.name} ({state}{', from the study' if source else ''})",
+          flush=True)
+    try:
+        execute(spec, work, resume=state == "started" and source is None, plots=False,
+                progress=False, echo=lambda line: print(line, flush=True), prefix_of=source)
+    except ToybenchError as err:
+        print(f"FAILED {spec.name}: {err}", flush=True)
+        return "failed"
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in KEEP:
+        shutil.copy2(run_dir.path / name, kept / name)
+    if commit:
+        git_commit(kept, f"leaderboard run: {spec.name}")
+    return "taken" if source else "trained"
+
+
+def git_commit(path: Path, message: str, tries: int = 20) -> None:
+    """``git add`` + ``git commit -- path``, retried while another git command holds the index
+    (a busy repository must not stop a sweep; the files stay for a later commit)."""
+    for _ in range(tries):
+        added = subprocess.run(["git", "add", str(path)], cwd=ROOT, capture_output=True)
+        done = added.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=ROOT,
+            capture_output=True).returncode == 0
+        if done:
+            return
+        time.sleep(15)
+    print(f"warning: could not commit {path}; commit it by hand", flush=True)
+
+
+def run(work: Path, study_work: Path | None, commit: bool, only: str | None,
+        corrs: tuple[float, ...] | None = None, train_missing: bool = True) -> int:
+    failures = 0
+    for baseline, overrides, generator, corr, seed in cells():
+        if only and only not in f"{label(baseline, overrides)} {generator}":
+            continue
+        if corrs is not None and corr not in corrs:
+            continue
+        outcome = keep_standard(baseline, overrides, generator, corr, seed, work,
+                                study_work=study_work, commit=commit,
+                                train_missing=train_missing)
+        failures += outcome == "failed"
+    return 1 if failures else 0
+
+
+def build() -> int:
+    """``leaderboards/<generator>.csv`` (+ ``.runs.csv``) and ``leaderboards/README.md``."""
+    from toybench.leaderboard import build_leaderboard, render_readme
+
+    for generator in GRIDS:
+        folders = sorted(str(p) for p in (KEPT / generator).glob("*") if p.is_dir())
+        if folders:
+            build_leaderboard(folders, BOARD / f"{generator}.csv")
+    render_readme(BOARD)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run", help="run the cells not yet kept in leaderboards/runs/")
+    go.add_argument("--work", type=Path, required=True, help="folder for the run folders")
+    go.add_argument("--study-work", type=Path, default=None,
+                    help="the convergence study's run folders (take standard runs from them)")
+    go.add_argument("--commit", action="store_true", help="git-commit each finished run")
+    go.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
+    go.add_argument("--only", default=None,
+                    help="run only cells whose 'model generator' contains this text")
+    go.add_argument("--corr", default=None, help="run only cells at these σ (inf,0.2)")
+    go.add_argument("--study-only", action="store_true",
+                    help="only the cells a long run of --study-work already trained")
+    sub.add_parser("build", help="write leaderboards/*.csv and leaderboards/README.md")
+    args = parser.parse_args()
+    if args.command == "run":
+        if args.threads:
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ[var] = str(args.threads)
+            import torch
+
+            torch.set_num_threads(args.threads)
+        from toybench.sweep import parse_corrs
+
+        corrs = None if args.corr is None else parse_corrs(args.corr)
+        return run(args.work, args.study_work, args.commit, args.only, corrs,
+                   not args.study_only)
+    return build()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
