@@ -21,6 +21,7 @@ run trained from scratch; ``status.json`` says ``derived_from``). The study call
     python studies/leaderboards.py run --work /path/to/runs [--study-work DIR] [--commit]
                                        [--threads 2] [--only TEXT] [--corr inf,0.2]
     python studies/leaderboards.py build   # leaderboards/*.csv and leaderboards/README.md
+    python studies/leaderboards.py compare --models beta-vae,ada-gvae [--corr inf,0.2]
 """
 
 from __future__ import annotations
@@ -156,6 +157,60 @@ def build() -> int:
     return 0
 
 
+#: The columns of `compare`: (split, metric key, label).
+COMPARE = (("test", "recon.bce", "BCE"), ("test_decorrelated", "recon.bce", "BCE dec"),
+           ("test", "active_units", "AU"), ("test_decorrelated", "dci.disentanglement", "D"),
+           ("test_decorrelated", "dci.completeness", "C"),
+           ("test_decorrelated", "dci.informativeness_test", "I"),
+           ("test_decorrelated", "mig", "MIG"))
+
+
+def compare(models: tuple[str, ...], generators: tuple[str, ...],
+            corrs: tuple[float, ...] | None) -> str:
+    """Markdown tables of the kept runs: per generator, a row per model × σ with the number of
+    seeds and mean ± sample std of `COMPARE` and of each correlated pair's entanglement on the
+    decorrelated split."""
+    import json
+    import statistics
+
+    from toybench.scm import corr_label
+
+    out = []
+    for generator in generators:
+        runs = [json.loads(p.read_text())
+                for p in sorted((KEPT / generator).glob("*/metrics.json"))]
+        pairs = sorted({k.split(".", 2)[2] for r in runs for k in r
+                        if k.startswith("test_decorrelated.entanglement.")})
+        header = ["model", "σ", "seeds", *(c[2] for c in COMPARE), *(f"ent {p}" for p in pairs)]
+        rows = []
+        for model in models:
+            base, _, variant = model.partition(":")
+            for corr in sorted({float(r["corr"]) for r in runs}, key=lambda c: -c):
+                if corrs is not None and corr not in corrs:
+                    continue
+                group = [r for r in runs if r["model"] == base and float(r["corr"]) == corr
+                         and (variant != "unsupervised") == (r["supervision"] != "none"
+                                                              or base != "csvae")]
+                if not group:
+                    continue
+                cells = []
+                for key in [f"{s}.{m}" for s, m, _ in COMPARE] + \
+                        [f"test_decorrelated.entanglement.{p}" for p in pairs]:
+                    values = [r[key] for r in group if isinstance(r.get(key), int | float)]
+                    if not values:
+                        cells.append("")
+                        continue
+                    mean = statistics.fmean(values)
+                    std = statistics.stdev(values) if len(values) > 1 else 0.0
+                    digits = 1 if abs(mean) >= 10 or key.endswith("active_units") else 3
+                    cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
+                rows.append([model, corr_label(corr), str(len(group)), *cells])
+        out += [f"**{generator}** (decorrelated split unless marked; mean ± std over seeds)", "",
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +226,11 @@ def main() -> int:
     go.add_argument("--study-only", action="store_true",
                     help="only the cells a long run of --study-work already trained")
     sub.add_parser("build", help="write leaderboards/*.csv and leaderboards/README.md")
+    cmp = sub.add_parser("compare", help="markdown table of kept runs (mean ± std over seeds)")
+    cmp.add_argument("--models", required=True,
+                     help="e.g. beta-vae,ada-gvae (csvae:unsupervised for the variant)")
+    cmp.add_argument("--data", default=",".join(GRIDS), help="generators")
+    cmp.add_argument("--corr", default=None, help="σ values (default: all)")
     args = parser.parse_args()
     if args.command == "run":
         if args.threads:
@@ -184,6 +244,13 @@ def main() -> int:
         corrs = None if args.corr is None else parse_corrs(args.corr)
         return run(args.work, args.study_work, args.commit, args.only, corrs,
                    not args.study_only)
+    if args.command == "compare":
+        from toybench.sweep import parse_corrs, parse_names
+
+        corrs = None if args.corr is None else parse_corrs(args.corr)
+        print(compare(parse_names(args.models, "--models"), parse_names(args.data, "--data"),
+                      corrs))
+        return 0
     return build()
 
 
