@@ -88,6 +88,10 @@ def outside_spread(curves: dict[int, list[dict]]) -> dict[int, list[str]]:
     return out
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
 def _summary(values: list[float]) -> str:
     mean = sum(values) / len(values)
     return f"{mean:.3g} ± {(max(values) - min(values)) / 2:.2g}"
@@ -123,7 +127,7 @@ def values_table(cells, step: int) -> str:
             if values:
                 parts.append(f"{label} {_summary(values)}")
         if parts:
-            lines.append(f"- **{model}**, {generator}, σ = {corr} ({len(curves)} seeds): "
+            lines.append(f"- **{model}**, {generator}, σ = {corr} ({_seeds(len(curves))}): "
                          + "; ".join(parts))
     return "\n".join(lines)
 
@@ -151,7 +155,7 @@ def plot(cells, generator: str, corr: str, path: Path) -> None:
             steps = list(series)
             mean = [sum(v) / len(v) for v in series.values()]
             ax.plot(steps, mean, "-", color=colours[model], marker="o", markersize=3,
-                    label=f"{model} ({len(curves)} seeds)")
+                    label=f"{model} ({_seeds(len(curves))})")
             ax.fill_between(steps, [min(v) for v in series.values()],
                             [max(v) for v in series.values()], color=colours[model], alpha=0.12)
         ax.set_title(label, fontsize=10)
