@@ -51,7 +51,7 @@ def cells():
 
 
 def run(work: Path, commit: bool, only: str | None, board_work: Path | None = None) -> int:
-    from studies.leaderboards import in_grid, keep_standard
+    from studies.leaderboards import in_grid, keep_standard, keep_study_run
     from toybench.errors import ToybenchError
     from toybench.rundir import RunDir, RunSpec
     from toybench.runs import execute
@@ -81,9 +81,10 @@ def run(work: Path, commit: bool, only: str | None, board_work: Path | None = No
             _commit(kept, f"convergence study: {spec.name}")
         if board_work is not None and in_grid(model, (), generator, corr):
             # the leaderboard's standard run is this run's first 2,400 steps: keep it now,
-            # while the checkpoint is on this machine
+            # while the checkpoint is on this machine; the run itself is the long row
             keep_standard(model, (), generator, corr, seed, board_work, study_work=work,
                           commit=commit)
+            keep_study_run(kept, commit=commit)
     return 1 if failures else 0
 
 

@@ -19,6 +19,7 @@ run trained from scratch; ``status.json`` says ``derived_from``). The study call
 `keep_standard` itself after each long run, so its checkpoints need not outlive the machine.
 
     python studies/leaderboards.py run --work /path/to/runs [--study-work DIR] [--commit]
+                                       [--protocol standard|long]
                                        [--threads 2] [--only TEXT] [--corr inf,0.2]
     python studies/leaderboards.py build   # leaderboards/*.csv and leaderboards/README.md
     python studies/leaderboards.py compare --models beta-vae,ada-gvae [--corr inf,0.2]
@@ -116,6 +117,73 @@ def keep_standard(baseline: str, overrides: tuple[str, ...], generator: str, cor
     return "taken" if source else "trained"
 
 
+def keep_long(baseline: str, overrides: tuple[str, ...], generator: str, corr: float,
+              seed: int, work: Path, *, commit: bool = False) -> str:
+    """Run one cell with the ``long`` protocol, scored at step 2,400 too, and keep its small
+    files (with ``curve.json``); then keep the standard run taken from its first 2,400 steps.
+
+    Returns ``"kept"`` (the long run already in ``leaderboards/runs``), ``"trained"`` or
+    ``"failed"``.
+    """
+    from toybench.errors import ToybenchError
+    from toybench.rundir import RunDir, RunSpec
+    from toybench.runs import execute
+
+    spec = RunSpec(baseline, generator, corr, seed, "long", tuple(overrides))
+    kept = KEPT / generator / spec.name
+    outcome = "kept"
+    if not (kept / "metrics.json").is_file():
+        run_dir = RunDir.of(spec, work)
+        state = run_dir.state()
+        print(f"== long {spec.name} ({state})", flush=True)
+        try:
+            execute(spec, work, resume=state == "started", plots=False, progress=False,
+                    echo=lambda line: print(line, flush=True), score_at=(2400,))
+        except ToybenchError as err:
+            print(f"FAILED {spec.name}: {err}", flush=True)
+            return "failed"
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in (*KEEP, "curve.json"):
+            shutil.copy2(run_dir.path / name, kept / name)
+        if commit:
+            git_commit(kept, f"leaderboard run: {spec.name}")
+        outcome = "trained"
+    keep_standard(baseline, overrides, generator, corr, seed, work, study_work=work,
+                  commit=commit)
+    return outcome
+
+
+def keep_study_run(study_kept: Path, *, commit: bool = False) -> bool:
+    """Copy a committed convergence-study long run (``studies/convergence/runs/long/<name>``)
+    into ``leaderboards/runs/<generator>/`` when its cell is a leaderboard cell (the study's
+    runs are the long leaderboard's rows at σ ∈ {inf, 0.2}). Returns whether it was copied."""
+    import json
+
+    config = json.loads((study_kept / "config.json").read_text())
+    spec = config["spec"]
+    corr = math.inf if spec["corr"] == "inf" else float(spec["corr"])
+    generator = spec["generator"]
+    if not in_grid(spec["baseline"], tuple(spec["overrides"]), generator, corr):
+        return False
+    kept = KEPT / generator / study_kept.name
+    if (kept / "metrics.json").is_file():
+        return False
+    kept.mkdir(parents=True, exist_ok=True)
+    for path in study_kept.iterdir():
+        if path.is_file():
+            shutil.copy2(path, kept / path.name)
+    if commit:
+        git_commit(kept, f"leaderboard run: {study_kept.name} (from the convergence study)")
+    return True
+
+
+def study_cell(baseline: str, overrides: tuple[str, ...], generator: str, corr: float) -> bool:
+    """Whether the convergence study trains this cell's long runs (its seeds 0-2)."""
+    from studies.convergence import CORRS, GENERATORS, MODELS
+
+    return not overrides and baseline in MODELS and generator in GENERATORS and corr in CORRS
+
+
 def git_commit(path: Path, message: str, tries: int = 20) -> None:
     """``git add`` + ``git commit -- path``, retried while another git command holds the index
     (a busy repository must not stop a sweep; the files stay for a later commit)."""
@@ -131,16 +199,31 @@ def git_commit(path: Path, message: str, tries: int = 20) -> None:
 
 
 def run(work: Path, study_work: Path | None, commit: bool, only: str | None,
-        corrs: tuple[float, ...] | None = None, train_missing: bool = True) -> int:
+        corrs: tuple[float, ...] | None = None, train_missing: bool = True,
+        protocol: str = "standard") -> int:
     failures = 0
+    if protocol == "long":  # the study's long runs first: they are already done
+        for study_kept in sorted((ROOT / "studies/convergence/runs/long").glob("*")):
+            if (study_kept / "metrics.json").is_file():
+                keep_study_run(study_kept, commit=commit)
     for baseline, overrides, generator, corr, seed in cells():
         if only and only not in f"{label(baseline, overrides)} {generator}":
             continue
         if corrs is not None and corr not in corrs:
             continue
-        outcome = keep_standard(baseline, overrides, generator, corr, seed, work,
-                                study_work=study_work, commit=commit,
-                                train_missing=train_missing)
+        if protocol == "long":
+            if baseline == "pca":  # fitted, not trained: one protocol is all it has
+                outcome = keep_standard(baseline, overrides, generator, corr, seed, work,
+                                        commit=commit)
+            elif study_cell(baseline, overrides, generator, corr):
+                continue  # studies/convergence.py trains it (and keeps both rows)
+            else:
+                outcome = keep_long(baseline, overrides, generator, corr, seed, work,
+                                    commit=commit)
+        else:
+            outcome = keep_standard(baseline, overrides, generator, corr, seed, work,
+                                    study_work=study_work, commit=commit,
+                                    train_missing=train_missing)
         failures += outcome == "failed"
     return 1 if failures else 0
 
@@ -166,7 +249,7 @@ COMPARE = (("test", "recon.bce", "BCE"), ("test_decorrelated", "recon.bce", "BCE
 
 
 def compare(models: tuple[str, ...], generators: tuple[str, ...],
-            corrs: tuple[float, ...] | None) -> str:
+            corrs: tuple[float, ...] | None, protocol: str = "standard") -> str:
     """Markdown tables of the kept runs: per generator, a row per model × σ with the number of
     seeds and mean ± sample std of `COMPARE` and of each correlated pair's entanglement on the
     decorrelated split."""
@@ -177,8 +260,9 @@ def compare(models: tuple[str, ...], generators: tuple[str, ...],
 
     out = []
     for generator in generators:
-        runs = [json.loads(p.read_text())
-                for p in sorted((KEPT / generator).glob("*/metrics.json"))]
+        runs = [r for r in (json.loads(p.read_text())
+                            for p in sorted((KEPT / generator).glob("*/metrics.json")))
+                if r["protocol"] == protocol]
         pairs = sorted({k.split(".", 2)[2] for r in runs for k in r
                         if k.startswith("test_decorrelated.entanglement.")})
         header = ["model", "σ", "seeds", *(c[2] for c in COMPARE), *(f"ent {p}" for p in pairs)]
@@ -205,7 +289,8 @@ def compare(models: tuple[str, ...], generators: tuple[str, ...],
                     digits = 1 if abs(mean) >= 10 or key.endswith("active_units") else 3
                     cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
                 rows.append([model, corr_label(corr), str(len(group)), *cells])
-        out += [f"**{generator}** (decorrelated split unless marked; mean ± std over seeds)", "",
+        out += [f"**{generator}**, `{protocol}` (decorrelated split unless marked; mean ± std "
+                f"over seeds)", "",
                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                 *("| " + " | ".join(r) + " |" for r in rows), ""]
     return "\n".join(out)
@@ -223,6 +308,9 @@ def main() -> int:
     go.add_argument("--only", default=None,
                     help="run only cells whose 'model generator' contains this text")
     go.add_argument("--corr", default=None, help="run only cells at these σ (inf,0.2)")
+    go.add_argument("--protocol", choices=("standard", "long"), default="standard",
+                    help="long: each cell a long run scored at 2,400 too, kept with the "
+                         "standard run taken from it (the study's runs copied in)")
     go.add_argument("--study-only", action="store_true",
                     help="only the cells a long run of --study-work already trained")
     sub.add_parser("build", help="write leaderboards/*.csv and leaderboards/README.md")
@@ -231,6 +319,7 @@ def main() -> int:
                      help="e.g. beta-vae,ada-gvae (csvae:unsupervised for the variant)")
     cmp.add_argument("--data", default=",".join(GRIDS), help="generators")
     cmp.add_argument("--corr", default=None, help="σ values (default: all)")
+    cmp.add_argument("--protocol", default="standard", help="standard or long")
     args = parser.parse_args()
     if args.command == "run":
         if args.threads:
@@ -243,13 +332,13 @@ def main() -> int:
 
         corrs = None if args.corr is None else parse_corrs(args.corr)
         return run(args.work, args.study_work, args.commit, args.only, corrs,
-                   not args.study_only)
+                   not args.study_only, args.protocol)
     if args.command == "compare":
         from toybench.sweep import parse_corrs, parse_names
 
         corrs = None if args.corr is None else parse_corrs(args.corr)
         print(compare(parse_names(args.models, "--models"), parse_names(args.data, "--data"),
-                      corrs))
+                      corrs, args.protocol))
         return 0
     return build()
 
