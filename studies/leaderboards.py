@@ -200,7 +200,7 @@ def git_commit(path: Path, message: str, tries: int = 20) -> None:
 
 def run(work: Path, study_work: Path | None, commit: bool, only: str | None,
         corrs: tuple[float, ...] | None = None, train_missing: bool = True,
-        protocol: str = "standard") -> int:
+        protocol: str = "standard", skip_study: bool = False) -> int:
     failures = 0
     if protocol == "long":  # the study's long runs first: they are already done
         for study_kept in sorted((ROOT / "studies/convergence/runs/long").glob("*")):
@@ -211,6 +211,8 @@ def run(work: Path, study_work: Path | None, commit: bool, only: str | None,
             continue
         if corrs is not None and corr not in corrs:
             continue
+        if skip_study and study_cell(baseline, overrides, generator, corr):
+            continue  # the study's long run gives it (studies/convergence.py --board-work)
         if protocol == "long":
             if baseline == "pca":  # fitted, not trained: one protocol is all it has
                 outcome = keep_standard(baseline, overrides, generator, corr, seed, work,
@@ -311,6 +313,8 @@ def main() -> int:
     go.add_argument("--protocol", choices=("standard", "long"), default="standard",
                     help="long: each cell a long run scored at 2,400 too, kept with the "
                          "standard run taken from it (the study's runs copied in)")
+    go.add_argument("--skip-study-cells", action="store_true",
+                    help="leave the cells the convergence study trains to its long runs")
     go.add_argument("--study-only", action="store_true",
                     help="only the cells a long run of --study-work already trained")
     sub.add_parser("build", help="write leaderboards/*.csv and leaderboards/README.md")
@@ -332,7 +336,7 @@ def main() -> int:
 
         corrs = None if args.corr is None else parse_corrs(args.corr)
         return run(args.work, args.study_work, args.commit, args.only, corrs,
-                   not args.study_only, args.protocol)
+                   not args.study_only, args.protocol, args.skip_study_cells)
     if args.command == "compare":
         from toybench.sweep import parse_corrs, parse_names
 
