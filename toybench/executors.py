@@ -11,10 +11,10 @@ whichever process the executor chose:
   (default cores ÷ jobs) before the worker imports torch (`toybench.hardware.cap_threads`).
   Oversubscribed cores cost far more than idle ones (a 2-thread training process ran 6.9× slower
   than a 1-thread one on the loaded 2-core VM), so the cap matters. The default is one worker
-  per core, one thread each: on the quiet 2-core VM two 1-thread training processes ran at
-  2.8-3.0k images/s each (5.6-6.0k together) where one 2-thread process ran at 3.6-3.8k, about
-  1.5x the cells per hour (`benchmarks/bench_sweep_threads.py` repeats the comparison on whole
-  sweeps).
+  per core, one thread each: on the 2-core VM two 1-thread processes training whole standard
+  and long runs side by side averaged 2.0-2.5k images/s each (4.0-5.0k together) where one
+  2-thread process trained 3.6-4.5k, about 1.1-1.3x the cells per hour
+  (`benchmarks/bench_sweep_threads.py` repeats the comparison on whole sweeps).
   At most ``jobs`` cells are in flight, so a worker that dies (killed, out of memory) takes
   only the cells in progress with it: they are recorded as failed and a fresh pool continues.
 - ``ray``: Ray core remote tasks (Moritz et al. 2018, https://arxiv.org/abs/1712.05889; not
