@@ -68,7 +68,11 @@ def test_shipped_files_hold_only_what_is_their_own(name):
     raw = _raw(name)
     assert set(raw) <= set(TOP_LEVEL_KEYS) and raw["name"] == name
     assert raw["description"].strip()
-    assert "protocols" not in raw  # quick and standard live in baselines/protocols.toml
+    # quick and standard live in baselines/protocols.toml; a file may only adjust, per protocol,
+    # a [train] key it sets itself (ada's batch counts pairs: half the shared batch, each protocol)
+    for protocol, table in raw.get("protocols", {}).items():
+        assert set(table) == {"train"} and set(table["train"]) <= set(raw.get("train", {})), \
+            f"{name} restates protocol {protocol}"
     shared = shared_settings()["train"]
     for key, value in raw.get("train", {}).items():
         assert shared.get(key) != value, f"{name} restates the shared train.{key}"

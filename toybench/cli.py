@@ -237,7 +237,7 @@ def _count(text: str | None, what: str, *, minimum: int = 1) -> int | None:
               help="serial (this process) | local (a pool of --jobs processes) | ray (Ray "
                    "tasks; pip install -e \".[ray]\")")
 @click.option("--jobs", default=None, metavar="N",
-              help="cells at once: local worker processes (default 1, provisional) or Ray "
+              help="cells at once: local worker processes (default one per core) or Ray "
                    "tasks in flight (default all)")
 @click.option("--threads", default=None, metavar="T",
               help="CPU threads per cell: local default cores ÷ jobs, ray default 1 "

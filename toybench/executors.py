@@ -10,8 +10,11 @@ whichever process the executor chose:
   (`init_worker`, in this module, which imports no torch) caps its threads at ``threads``
   (default cores ÷ jobs) before the worker imports torch (`toybench.hardware.cap_threads`).
   Oversubscribed cores cost far more than idle ones (a 2-thread training process ran 6.9× slower
-  than a 1-thread one on the loaded 2-core VM), so the cap matters; the default ``jobs`` (1)
-  is provisional until ``benchmarks/bench_sweep_threads.py`` has measured cells per hour.
+  than a 1-thread one on the loaded 2-core VM), so the cap matters. The default is one worker
+  per core, one thread each: on the quiet 2-core VM two 1-thread training processes ran at
+  2.8-3.0k images/s each (5.6-6.0k together) where one 2-thread process ran at 3.6-3.8k, about
+  1.5x the cells per hour (`benchmarks/bench_sweep_threads.py` repeats the comparison on whole
+  sweeps).
   At most ``jobs`` cells are in flight, so a worker that dies (killed, out of memory) takes
   only the cells in progress with it: they are recorded as failed and a fresh pool continues.
 - ``ray``: Ray core remote tasks (Moritz et al. 2018, https://arxiv.org/abs/1712.05889; not
@@ -273,9 +276,13 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, *, jobs: int = 1, threads: int | None = None,
+    def __init__(self, *, jobs: int | None = None, threads: int | None = None,
                  device: str = "cpu") -> None:
-        self.jobs = hardware.check_threads(jobs, "--jobs")
+        if threads is not None:
+            hardware.check_threads(threads)
+        # default: as many workers as the cores hold at `threads` each (1: one per core)
+        self.jobs = hardware.check_threads(
+            max(1, hardware.cpu_count() // (threads or 1)) if jobs is None else jobs, "--jobs")
         self.threads = (hardware.check_threads(threads) if threads is not None
                         else max(1, hardware.cpu_count() // self.jobs))
         self.device = device
@@ -439,6 +446,6 @@ def make_executor(name: str, *, jobs: int | None = None, threads: int | None = N
                                 f"one cell at a time)")
         return SerialExecutor(threads=threads, device=hardware.resolve_device(device))
     if name == "local":
-        return LocalExecutor(jobs=1 if jobs is None else jobs, threads=threads,
+        return LocalExecutor(jobs=jobs, threads=threads,
                              device=hardware.resolve_device(device))
     return RayExecutor(jobs=jobs, threads=threads, address=address, device=device)
