@@ -51,7 +51,7 @@ def cells():
 
 
 def run(work: Path, commit: bool, only: str | None, board_work: Path | None = None,
-        corrs: tuple[float, ...] | None = None) -> int:
+        corrs: tuple[float, ...] | None = None, seeds: tuple[int, ...] | None = None) -> int:
     from studies.leaderboards import in_grid, keep_standard, keep_study_run
     from toybench.errors import ToybenchError
     from toybench.rundir import RunDir, RunSpec
@@ -62,6 +62,8 @@ def run(work: Path, commit: bool, only: str | None, board_work: Path | None = No
         if only and only not in f"{model} {generator} {protocol}":
             continue
         if corrs is not None and corr not in corrs:
+            continue
+        if seeds is not None and seed not in seeds:
             continue
         spec = RunSpec(model, generator, corr, seed, protocol)
         run_dir = RunDir.of(spec, work)
@@ -113,6 +115,7 @@ def main() -> int:
     go.add_argument("--commit", action="store_true", help="git-commit each finished run")
     go.add_argument("--threads", type=int, default=None, help="torch/BLAS threads")
     go.add_argument("--corr", default=None, help="run only cells at these σ (inf,0.2)")
+    go.add_argument("--seeds", default=None, help="run only these seeds (0-2)")
     go.add_argument("--board-work", type=Path, default=None,
                     help="also keep each long run's first 2,400 steps as the leaderboard's "
                          "standard run (studies/leaderboards.py), run folders here")
@@ -130,7 +133,10 @@ def main() -> int:
         from toybench.sweep import parse_corrs
 
         corrs = None if args.corr is None else parse_corrs(args.corr)
-        return run(args.work, args.commit, args.only, args.board_work, corrs)
+        from toybench.sweep import parse_seeds
+
+        seeds = None if args.seeds is None else parse_seeds(args.seeds)
+        return run(args.work, args.commit, args.only, args.board_work, corrs, seeds)
     from studies.convergence_report import write_report  # noqa: PLC0415 - only for reports
 
     write_report(STUDY, ROOT)
