@@ -231,14 +231,33 @@ def run(work: Path, study_work: Path | None, commit: bool, only: str | None,
 
 
 def build() -> int:
-    """``leaderboards/<generator>.csv`` (+ ``.runs.csv``) and ``leaderboards/README.md``."""
+    """``leaderboards/<generator>.csv`` (+ ``.runs.csv``) and ``leaderboards/README.md``, after
+    copying in the committed study runs not yet in ``leaderboards/runs`` (`keep_study_run`)."""
     from toybench.leaderboard import build_leaderboard, render_readme
+    from toybench.rundir import RunSpec
 
+    copied = [p.name for p in sorted((ROOT / "studies/convergence/runs/long").glob("*"))
+              if (p / "metrics.json").is_file() and keep_study_run(p)]
+    if copied:
+        print(f"copied {len(copied)} study runs into {KEPT} (commit them)")
+    lines = []
     for generator in GRIDS:
         folders = sorted(str(p) for p in (KEPT / generator).glob("*") if p.is_dir())
         if folders:
             build_leaderboard(folders, BOARD / f"{generator}.csv")
-    render_readme(BOARD)
+        grid = [c for c in cells() if c[2] == generator]
+        done = {protocol: sum((KEPT / generator / RunSpec(b, g, corr, seed, protocol,
+                                                          o).name / "metrics.json").is_file()
+                              for b, o, g, corr, seed in grid)
+                for protocol in ("standard", "long")}
+        lines.append(f"- {generator}: {done['standard']} of the {len(grid)} standard cells "
+                     f"and {done['long']} long runs")
+    preface = ("**State of the sweeps** (`python studies/leaderboards.py run`; cells are "
+               "added as they finish, so a row with fewer than 3 seeds is not final):\n\n"
+               + "\n".join(lines) + "\n\nThe `long` rows are the convergence study's runs "
+               "(4,800 steps; σ ∈ {inf, 0.2}); whether `standard` has converged: "
+               "docs/protocols.md.")
+    render_readme(BOARD, preface=preface)
     return 0
 
 

@@ -214,6 +214,11 @@ def test_readme_is_rendered_from_the_csvs(tmp_path):
     readme = (tmp_path / "boards" / "README.md").read_text()
     assert readme.index("(`d.csv`)") < readme.index("(`grid.csv`)")
     assert "| hvae | none | 0.2 | 1 | 0.300 (n = 1) |" in readme
+    # a preface (the state of the sweeps behind the tables) goes above the first section
+    lb.render_readme(tmp_path / "boards", preface="**Partial**: 4 of 9 cells.")
+    readme = (tmp_path / "boards" / "README.md").read_text()
+    assert readme.index(lb.README_MARKER) < readme.index("**Partial**: 4 of 9 cells.\n") \
+        < readme.index("## ")
 
 
 def test_sigma_axis_puts_inf_at_the_right_behind_a_gap():

@@ -606,8 +606,9 @@ def _corr_text(label: str) -> str:
     return "∞" if label == "inf" else label
 
 
-def render_readme(folder: str | os.PathLike) -> Path:
-    """Write ``<folder>/README.md`` and ``<folder>/plots/*.png`` from the leaderboards there.
+def render_readme(folder: str | os.PathLike, *, preface: str | None = None) -> Path:
+    """Write ``<folder>/README.md`` and ``<folder>/plots/*.png`` from the leaderboards there;
+    ``preface`` (markdown) goes under the title, e.g. how far the sweeps behind them are.
 
     Raises
     ------
@@ -630,6 +631,8 @@ def render_readme(folder: str | os.PathLike) -> Path:
              "∞ = independent concepts). `supervision` says what a model was trained with. "
              "Per-run numbers are in `NAME.runs.csv`, every metric's statistics in `NAME.csv`.",
              ""]
+    if preface:
+        lines += [preface.strip(), ""]
     for name, table, runs_table in pairs:
         rows = read_csv(table, AGGREGATE_COLUMNS)
         run_table = read_csv(runs_table, RUN_COLUMNS)
