@@ -1033,16 +1033,23 @@ def _log_scalars(writer, model, out, row: dict[str, float]) -> None:
         writer.add_scalar(f"kl_{group.kind}/{group.name}", float(kl_units[cols].sum()), step)
 
 
+def _histogram(writer, tag: str, values: torch.Tensor, step: int) -> None:
+    """``add_histogram`` of finite values only: TensorBoard raises on inf/NaN, and weights that
+    blew up (the NaN guard then stops the run) must not crash the logging first."""
+    if bool(torch.isfinite(values).all()):
+        writer.add_histogram(tag, values, step)
+
+
 @torch.no_grad()
 def _log_distributions(writer, model, x: torch.Tensor, step: int) -> None:
     """Histograms of μ and σ of every latent layer (including the last) and image grids."""
     model.eval()
     posteriors = model.posteriors(x)
     for name, (mu, sigma) in posteriors.items():
-        writer.add_histogram(f"posterior_mu/{name}", mu.float(), step)
-        writer.add_histogram(f"posterior_sigma/{name}", sigma.float(), step)
+        _histogram(writer, f"posterior_mu/{name}", mu.float(), step)
+        _histogram(writer, f"posterior_sigma/{name}", sigma.float(), step)
     codes = model.encode(x).float()  # (B, n_codes)
-    writer.add_histogram("codes/all", codes, step)
+    _histogram(writer, "codes/all", codes, step)
     from toybench.plots import reconstruction_tensor, traversal_tensor
 
     writer.add_image("reconstructions", reconstruction_tensor(model, x[:16]), step)
