@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,10 +49,9 @@ def cells():
 
 def run(work: Path, commit: bool, only: str | None, board_work: Path | None = None,
         corrs: tuple[float, ...] | None = None, seeds: tuple[int, ...] | None = None) -> int:
+    from studies.keep import run_and_keep
     from studies.leaderboards import in_grid, keep_standard, keep_study_run
-    from toybench.errors import ToybenchError
-    from toybench.rundir import RunDir, RunSpec
-    from toybench.runs import execute
+    from toybench.rundir import RunSpec
 
     failures = 0
     for model, generator, corr, seed, protocol in cells():
@@ -66,24 +62,14 @@ def run(work: Path, commit: bool, only: str | None, board_work: Path | None = No
         if seeds is not None and seed not in seeds:
             continue
         spec = RunSpec(model, generator, corr, seed, protocol)
-        run_dir = RunDir.of(spec, work)
         kept = STUDY / protocol / spec.name
         if (kept / "metrics.json").is_file():
             continue
-        state = run_dir.state()
-        print(f"== {protocol} {spec.name} ({state})", flush=True)
-        try:
-            execute(spec, work, resume=state == "started", plots=False, progress=False,
-                    score_at=SCORE_AT[protocol], echo=lambda line: print(line, flush=True))
-        except ToybenchError as err:
-            print(f"FAILED {spec.name}: {err}", flush=True)
+        if not run_and_keep(spec, work, kept, KEEP, commit=commit,
+                            message=f"convergence study: {spec.name}",
+                            score_at=SCORE_AT[protocol]):
             failures += 1
             continue
-        kept.mkdir(parents=True, exist_ok=True)
-        for name in KEEP:
-            shutil.copy2(run_dir.path / name, kept / name)
-        if commit:
-            _commit(kept, f"convergence study: {spec.name}")
         if board_work is not None and in_grid(model, (), generator, corr):
             # the leaderboard's standard run is this run's first 2,400 steps: keep it now,
             # while the checkpoint is on this machine; the run itself is the long row
@@ -91,20 +77,6 @@ def run(work: Path, commit: bool, only: str | None, board_work: Path | None = No
                           commit=commit)
             keep_study_run(kept, commit=commit)
     return 1 if failures else 0
-
-
-def _commit(path: Path, message: str, tries: int = 20) -> None:
-    """``git add`` + ``git commit -- path``, retried while another git command holds the index
-    (a busy repository must not stop the study; the files stay for a later commit)."""
-    for _ in range(tries):
-        added = subprocess.run(["git", "add", str(path)], cwd=ROOT, capture_output=True)
-        done = added.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=ROOT,
-            capture_output=True).returncode == 0
-        if done:
-            return
-        time.sleep(15)
-    print(f"warning: could not commit {path}; commit it by hand", flush=True)
 
 
 def main() -> int:
@@ -130,11 +102,9 @@ def main() -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        from toybench.sweep import parse_corrs
+        from toybench.sweep import parse_corrs, parse_seeds
 
         corrs = None if args.corr is None else parse_corrs(args.corr)
-        from toybench.sweep import parse_seeds
-
         seeds = None if args.seeds is None else parse_seeds(args.seeds)
         return run(args.work, args.commit, args.only, args.board_work, corrs, seeds)
     from studies.convergence_report import write_report  # noqa: PLC0415 - only for reports

@@ -31,9 +31,7 @@ import argparse
 import math
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,9 +81,8 @@ def keep_standard(baseline: str, overrides: tuple[str, ...], generator: str, cor
     run's step-2400 checkpoint), ``"trained"``, ``"failed"`` or, with ``train_missing`` false
     and no long run to take it from, ``"missing"``.
     """
-    from toybench.errors import ToybenchError
+    from studies.keep import run_and_keep
     from toybench.rundir import RunDir, RunSpec
-    from toybench.runs import execute
 
     spec = RunSpec(baseline, generator, corr, seed, "standard", tuple(overrides))
     kept = KEPT / generator / spec.name
@@ -98,22 +95,13 @@ def keep_standard(baseline: str, overrides: tuple[str, ...], generator: str, cor
                          study_work)
         if long.state() == "done" and (long.path / "ckpt" / "step2400.pt").is_file():
             source = long.path
-    state = run_dir.state()
-    if source is None and state != "done" and not train_missing:
+    if source is None and run_dir.state() != "done" and not train_missing:
         return "missing"
-    print(f"== standard {spec.name} ({state}{', from the study' if source else ''})",
-          flush=True)
-    try:
-        execute(spec, work, resume=state == "started" and source is None, plots=False,
-                progress=False, echo=lambda line: print(line, flush=True), prefix_of=source)
-    except ToybenchError as err:
-        print(f"FAILED {spec.name}: {err}", flush=True)
+    extra = {"resume": False, "prefix_of": source} if source is not None else {}
+    if not run_and_keep(spec, work, kept, KEEP, commit=commit,
+                        message=f"leaderboard run: {spec.name}",
+                        note=", from the study" if source else "", **extra):
         return "failed"
-    kept.mkdir(parents=True, exist_ok=True)
-    for name in KEEP:
-        shutil.copy2(run_dir.path / name, kept / name)
-    if commit:
-        git_commit(kept, f"leaderboard run: {spec.name}")
     return "taken" if source else "trained"
 
 
@@ -125,28 +113,16 @@ def keep_long(baseline: str, overrides: tuple[str, ...], generator: str, corr: f
     Returns ``"kept"`` (the long run already in ``leaderboards/runs``), ``"trained"`` or
     ``"failed"``.
     """
-    from toybench.errors import ToybenchError
-    from toybench.rundir import RunDir, RunSpec
-    from toybench.runs import execute
+    from studies.keep import run_and_keep
+    from toybench.rundir import RunSpec
 
     spec = RunSpec(baseline, generator, corr, seed, "long", tuple(overrides))
     kept = KEPT / generator / spec.name
     outcome = "kept"
     if not (kept / "metrics.json").is_file():
-        run_dir = RunDir.of(spec, work)
-        state = run_dir.state()
-        print(f"== long {spec.name} ({state})", flush=True)
-        try:
-            execute(spec, work, resume=state == "started", plots=False, progress=False,
-                    echo=lambda line: print(line, flush=True), score_at=(2400,))
-        except ToybenchError as err:
-            print(f"FAILED {spec.name}: {err}", flush=True)
+        if not run_and_keep(spec, work, kept, (*KEEP, "curve.json"), commit=commit,
+                            message=f"leaderboard run: {spec.name}", score_at=(2400,)):
             return "failed"
-        kept.mkdir(parents=True, exist_ok=True)
-        for name in (*KEEP, "curve.json"):
-            shutil.copy2(run_dir.path / name, kept / name)
-        if commit:
-            git_commit(kept, f"leaderboard run: {spec.name}")
         outcome = "trained"
     keep_standard(baseline, overrides, generator, corr, seed, work, study_work=work,
                   commit=commit)
@@ -158,6 +134,8 @@ def keep_study_run(study_kept: Path, *, commit: bool = False) -> bool:
     into ``leaderboards/runs/<generator>/`` when its cell is a leaderboard cell (the study's
     runs are the long leaderboard's rows at σ ∈ {inf, 0.2}). Returns whether it was copied."""
     import json
+
+    from studies.keep import git_commit
 
     config = json.loads((study_kept / "config.json").read_text())
     spec = config["spec"]
@@ -182,20 +160,6 @@ def study_cell(baseline: str, overrides: tuple[str, ...], generator: str, corr: 
     from studies.convergence import CORRS, GENERATORS, MODELS
 
     return not overrides and baseline in MODELS and generator in GENERATORS and corr in CORRS
-
-
-def git_commit(path: Path, message: str, tries: int = 20) -> None:
-    """``git add`` + ``git commit -- path``, retried while another git command holds the index
-    (a busy repository must not stop a sweep; the files stay for a later commit)."""
-    for _ in range(tries):
-        added = subprocess.run(["git", "add", str(path)], cwd=ROOT, capture_output=True)
-        done = added.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=ROOT,
-            capture_output=True).returncode == 0
-        if done:
-            return
-        time.sleep(15)
-    print(f"warning: could not commit {path}; commit it by hand", flush=True)
 
 
 def run(work: Path, study_work: Path | None, commit: bool, only: str | None,

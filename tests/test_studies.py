@@ -28,3 +28,28 @@ def test_every_study_cell_at_a_leaderboard_sigma_is_a_leaderboard_cell():
     for model, generator, corr, _seed, _protocol in convergence.cells():
         assert leaderboards.in_grid(model, (), generator, corr) == \
             (generator == "toy-causal" or model != "csvae"), (model, generator, corr)
+
+
+TINY = ("train.steps=2", "train.batch_size=16", "train.n_train=64", "train.n_test=100",
+        "train.checkpoint_every=2", "eval.factor_vae_train=10", "eval.factor_vae_eval=5",
+        "eval.factor_vae_variance=50", "eval.beta_vae_train=10", "eval.beta_vae_eval=5",
+        "eval.consistency_pairs=10", "eval.batch_size=8")
+
+
+def test_run_and_keep_keeps_the_small_files_of_a_done_run_and_nothing_of_a_failed_one(
+        tmp_path, capsys):
+    from studies.keep import run_and_keep
+    from toybench.rundir import RunSpec
+
+    spec = RunSpec("vae", "toy-causal", 0.2, 0, "quick", TINY)
+    kept = tmp_path / "kept" / spec.name
+    assert run_and_keep(spec, tmp_path / "work", kept, ("metrics.json", "config.json"),
+                        commit=False, message="unused")
+    assert sorted(p.name for p in kept.iterdir()) == ["config.json", "metrics.json"]
+    assert f"== quick {spec.name} (new)" in capsys.readouterr().out
+    broken = RunSpec("vae", "toy-causal", 0.2, 0, "quick",  # diverges: a failed run
+                     (*TINY, "train.lr=1e30", "train.grad_clip=0", "train.nan_patience=1"))
+    gone = tmp_path / "kept" / "broken"
+    assert not run_and_keep(broken, tmp_path / "work", gone, ("metrics.json",), commit=False,
+                            message="unused")
+    assert "FAILED" in capsys.readouterr().out and not gone.exists()
