@@ -307,7 +307,7 @@ def check_prefix(spec: RunSpec, baseline, net: torch.nn.Module,
     ToybenchError
         One line naming the first difference.
     """
-    from toybench.train import TrainConfig, kl_weight_at, lr_at
+    from toybench.train import TrainConfig, _config_record, kl_weight_at, lr_at
 
     if not net.trainable:
         raise ToybenchError(f"{spec.baseline} is fitted, not trained in steps: it has no "
@@ -354,8 +354,7 @@ def check_prefix(spec: RunSpec, baseline, net: torch.nn.Module,
     state = check_resumable(path, net, long_cfg, spec.seed)
     if state["step"] != steps:
         raise ToybenchError(f"{path} is at step {state['step']}, not {steps}")
-    state["config"] = {k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in asdict(baseline.train).items()}
+    state["config"] = _config_record(baseline.train)  # as train() records its config
     state["meta"] = json.dumps(state["meta"])  # as save_checkpoint writes it
     return Prefix(f"{src.path}/ckpt/{path.name}", steps, state)
 
