@@ -364,3 +364,23 @@ def test_a_longer_run_with_another_schedule_or_setting_is_refused(tmp_path):
             runs.execute(spec, tmp_path / "taken", plots=False, echo=lambda _l: None,
                          prefix_of=source.run_dir)
     assert not (tmp_path / "taken").exists()
+
+
+@pytest.mark.parametrize(("capability", "precision", "warned"), [
+    ("AVX2", "bf16", True), (None, "bf16", False), ("AVX2", "fp32", False)])
+def test_a_bf16_run_on_a_cpu_without_avx512_says_it_is_slow_there(tmp_path, monkeypatch,
+                                                                  capability, precision, warned):
+    monkeypatch.setattr(runs, "slow_cpu_bf16", lambda: capability)
+    lines: list[str] = []
+    _run(tmp_path, echo=lines.append, overrides=(*TINY, f"train.precision={precision}"))
+    warns = [line for line in lines if " warn " in line]
+    assert len(warns) == int(warned)
+    if warned:
+        assert "AVX2" in warns[0] and "--fp32" in warns[0]
+
+
+def test_slow_cpu_bf16_names_a_capability_only_below_avx512():
+    from toybench.hardware import slow_cpu_bf16
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert slow_cpu_bf16() == (None if capability.startswith("AVX512") else capability)

@@ -16,6 +16,12 @@ more threads (toybench.encoders).
 part of a run's configuration or hash, and ``env.json`` records it. The CPU is the tested
 default; on the CPU nothing changes from a toybench without devices (same ``metrics.json``).
 
+**bf16 on the CPU.** bf16 autocast (the protocols' default) is fast only on a CPU with AVX-512
+(oneDNN's bf16 kernels). On an AVX2-only CPU it is emulated: measured 2026-12-02 on a 2-core
+AVX2 VM, a 32×32 VAE encoder's forward and backward ran 395–411 img/s in bf16 against
+3,154–4,303 in fp32, 8–10× slower. `slow_cpu_bf16` tells a run to say so (one line); the
+precision stays what the protocol says, because it is part of the run's configuration and hash.
+
 Nothing here imports torch at module level: a sweep worker imports this module, caps its
 threads, and only then loads torch.
 """
@@ -135,6 +141,15 @@ def resolve_device(device: str) -> str:
         raise ToybenchError(f"--device cuda: {why} (torch {torch.__version__}); use --device "
                             f"cpu or --device auto")
     return "cuda"
+
+
+def slow_cpu_bf16() -> str | None:
+    """The CPU's vector capability (torch's name, e.g. ``"AVX2"``) where bf16 autocast has no
+    fast kernels on it (no AVX-512), else ``None``."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    return None if capability.startswith("AVX512") else capability
 
 
 def device_description(device: str) -> dict[str, object]:

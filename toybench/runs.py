@@ -42,7 +42,7 @@ from toybench import __version__, seeds
 from toybench.encoders import encode_images
 from toybench.errors import ToybenchError
 from toybench.evaluate import evaluate_model, pca_reference_for, summary_table
-from toybench.hardware import device_description, resolve_device
+from toybench.hardware import device_description, resolve_device, slow_cpu_bf16
 from toybench.io import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
 from toybench.models.common import Paired
 from toybench.pairs import check_pairing, make_pairs
@@ -496,6 +496,10 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
              + (" pairs" if pairs is not None else "") + on
              + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
+        slow = slow_cpu_bf16() if device == "cpu" and cfg.precision == "bf16" else None
+        if slow is not None and derived_from is None:
+            echo(f"{clock} warn   this CPU ({slow}, no AVX-512) runs bf16 autocast about 10× "
+                 f"slower than fp32; --fp32 trains in fp32 (a different run)")
         if derived_from is not None:
             echo(f"{clock} train  taken from the first {cfg.steps} steps of a longer run: "
                  f"{derived_from}")
