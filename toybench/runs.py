@@ -496,8 +496,8 @@ def _execute_claimed(spec: RunSpec, run_dir: RunDir, baseline, generator, net, m
         echo(f"{clock} train  {baseline.name}: {cfg.steps} steps × {cfg.batch_size}"
              + (" pairs" if pairs is not None else "") + on
              + (f", scored at steps {', '.join(map(str, score_at))}" if score_at else ""))
-        slow = slow_cpu_bf16() if device == "cpu" and cfg.precision == "bf16" else None
-        if slow is not None and derived_from is None:
+        trains_bf16_on_cpu = device == "cpu" and cfg.precision == "bf16" and derived_from is None
+        if trains_bf16_on_cpu and (slow := slow_cpu_bf16()) is not None:
             echo(f"{clock} warn   this CPU ({slow}, no AVX-512) runs bf16 autocast about 10× "
                  f"slower than fp32; --fp32 trains in fp32 (a different run)")
         if derived_from is not None:
