@@ -8,8 +8,8 @@ Uses only the loader API that predates ``baselines/protocols.toml`` (``baseline_
 ``baseline_snapshot.json`` beside this file was first written from commit 88efdab (the loader
 before protocols were shared), which showed that sharing them changed no value; it was
 regenerated for issue 9's protocols (KL delay, n_train 50,000, standard 2,400 steps, long, the
-normalized beta of beta-vae, eval precision). Regenerate it whenever a resolved value changes on
-purpose.
+normalized beta of beta-vae, eval precision) and for the quick protocol's fp32. Regenerate it
+whenever a resolved value changes on purpose.
 """
 
 from __future__ import annotations

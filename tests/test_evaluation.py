@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 N_TEST = 200
 TINY = dataclasses.replace(  # small interventional scores; QUICK in the one slow test
     ev.QUICK, batch_size=8, factor_vae_train=20, factor_vae_eval=10, factor_vae_variance=100,
-    beta_vae_train=20, beta_vae_eval=10, consistency_pairs=20,
+    beta_vae_train=20, beta_vae_eval=10, consistency_pairs=20, precision="fp32",
 )
 
 
@@ -73,7 +73,8 @@ def evaluation(gen, splits, vae):
 
 @pytest.mark.slow
 def test_quick_evaluation_keys_are_registered_and_within_bounds(gen, splits, vae):
-    m = ev.evaluate_model(vae, gen, splits, seed=0, config=ev.QUICK).metrics
+    quick = dataclasses.replace(ev.QUICK, precision="fp32")  # bf16: ~10x slower without AVX-512
+    m = ev.evaluate_model(vae, gen, splits, seed=0, config=quick).metrics
     assert len(m) > 100
     for key, value in m.items():
         info = metric_info(key)  # KeyError for an unregistered key
@@ -94,7 +95,7 @@ def test_evaluation_artefacts_come_from_the_scored_codes(gen, splits, vae, evalu
     for name, codes in e.codes.items():
         assert codes.shape == (N_TEST, 6) and codes.dtype == np.float64
         # one encoding, in the engine's chunks of encode_batch, each batched by the adapter
-        direct = ev.encode_images(lambda x: encoders.encode_images(vae, x),
+        direct = ev.encode_images(lambda x: encoders.encode_images(vae, x, precision="fp32"),
                                   splits[name].images, batch=TINY.encode_batch)
         np.testing.assert_array_equal(codes, direct)
     dci = metrics.dci(e.codes["test"], splits["test"].factors, backend="fast")
@@ -108,14 +109,15 @@ def test_evaluation_artefacts_come_from_the_scored_codes(gen, splits, vae, evalu
 def test_evaluate_model_scores_equal_the_separate_functions(gen, splits, vae, evaluation):
     m = evaluation.metrics
     eval_sets = {name: splits[name] for name in ("test", "test_decorrelated")}
-    scores = ev.evaluate_encoder(lambda x: encoders.encode_images(vae, x), gen, eval_sets,
-                                 seed=0, config=TINY)
+    scores = ev.evaluate_encoder(lambda x: encoders.encode_images(vae, x, precision="fp32"), gen,
+                                 eval_sets, seed=0, config=TINY)
     assert scores == {key: m[key] for key in scores}
     images = splits["test"].images
-    codes = encoders.encode_images(vae, images)  # the adapter's batches of 500
-    recon = metrics.reconstruction_errors(images, encoders.decode_codes(vae, codes))
+    codes = encoders.encode_images(vae, images, precision="fp32")  # the adapter's batches of 500
+    recon = metrics.reconstruction_errors(images,
+                                          encoders.decode_codes(vae, codes, precision="fp32"))
     assert (m["test.recon.bce"], m["test.recon.mse"]) == (recon.bce, recon.mse)
-    assert m["test.elbo"] == encoders.elbo_terms(vae, images, seed=0).elbo
+    assert m["test.elbo"] == encoders.elbo_terms(vae, images, seed=0, precision="fp32").elbo
     pca = metrics.recon.pca_references(splits["train"].images, {"test": images}, 6, seed=0)
     assert m["test.recon.pca_bce"] == pca["test"].bce
     assert m["test.recon.bce_vs_pca"] == recon.bce / pca["test"].bce
