@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Under pytest-xdist (`-n 2`), each worker process runs at one thread, before torch is imported:
+# two workers at two threads each on two cores oversubscribe them (measured up to 50x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    from toybench.hardware import cap_threads
+
+    cap_threads(1)
 
 #: A VAE that trains in 200 small steps and is scored on small splits: stable over seeds
 #: (every seed leaves all 10 units active), cheap enough for the test suite. Set explicitly, so
@@ -19,13 +28,23 @@ TINY_SEEDS = (0, 1, 2, 3)
 
 
 @pytest.fixture(scope="session")
-def tiny_gate(tmp_path_factory):
-    """``(runs folder, reference CSV)``: `toybench.gate.update` of one tiny VAE cell × 4 seeds."""
+def tiny_gate(tmp_path_factory, request):
+    """``(runs folder, reference CSV)``: `toybench.gate.update` of one tiny VAE cell × 4 seeds.
+
+    Made once per test session, also under pytest-xdist: the workers share the session's
+    base folder, and the first to take the lock makes the runs (about 60 s) for all."""
+    import fcntl
+
     from toybench import gate
 
-    root = tmp_path_factory.mktemp("tiny-gate")
+    worker = getattr(request.config, "workerinput", None)
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker is not None else base) / "tiny-gate"
     runs, reference = root / "runs", root / "reference.csv"
-    runs.mkdir()
-    cell = gate.Cell("vae", "toy-causal", 0.2, "quick", TINY)
-    gate.update(reference, out=runs, cells={cell: TINY_SEEDS}, echo=lambda line: None)
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not reference.is_file():
+            runs.mkdir(parents=True, exist_ok=True)
+            cell = gate.Cell("vae", "toy-causal", 0.2, "quick", TINY)
+            gate.update(reference, out=runs, cells={cell: TINY_SEEDS}, echo=lambda line: None)
     return runs, reference
