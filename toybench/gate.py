@@ -381,7 +381,8 @@ def run_cells(jobs: Sequence[tuple[Cell, Any]], out: str | os.PathLike, *,
     The runs go to ``workers`` spawned processes of one thread each (default: one per CPU, at
     most one per run; the `toybench.executors.LocalExecutor` of sweeps): measured on the 2-core
     machine, two quick runs took 63 s side by side at one thread against 98 s one after the
-    other at two threads, with the same scores. A single worker runs them in this process.
+    other at two threads, with the same scores. A single worker (or a single run to do) runs in
+    this process, also at one thread, so that no run's arithmetic depends on how many ran.
     The records are returned in job order, whatever order the runs finish in.
     """
     from toybench import hardware
@@ -394,14 +395,14 @@ def run_cells(jobs: Sequence[tuple[Cell, Any]], out: str | os.PathLike, *,
     sha = _git_sha()
     # Done runs are reused here; the rest run (a failed folder of an earlier gate in this --out
     # starts over: retry). Workers only pay off for two runs or more.
-    done = [index for index, (_, spec) in enumerate(jobs)
-            if RunDir.of(spec, out).state() == "done"]
+    done = {index for index, (_, spec) in enumerate(jobs)
+            if RunDir.of(spec, out).state() == "done"}
     todo = [ExecCell(index, spec, str(out), plots=False, retry=True)
             for index, (_, spec) in enumerate(jobs) if index not in done]
     workers = min(hardware.cpu_count(), len(todo)) if workers is None else workers
     executor = (LocalExecutor(jobs=workers, threads=1) if workers > 1 and len(todo) > 1
-                else SerialExecutor())
-    reused = (CellResult(index, jobs[index][1].name, "existing") for index in done)
+                else SerialExecutor(threads=1))
+    reused = (CellResult(index, jobs[index][1].name, "existing") for index in sorted(done))
     records: dict[int, RunRecord] = {}
     stale = []
     for count, outcome in enumerate(itertools.chain(reused, executor.run(todo)), start=1):
