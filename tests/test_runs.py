@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FP32
 
 from toybench import runs
 from toybench.baselines import baseline_names, build_config, load_baseline, parse_override
@@ -25,7 +26,7 @@ TINY = (
     "eval.factor_vae_train=20", "eval.factor_vae_eval=10", "eval.factor_vae_variance=100",
     "eval.beta_vae_train=20", "eval.beta_vae_eval=10", "eval.consistency_pairs=20",
     "eval.batch_size=8",
-    "train.precision=fp32", "eval.precision=fp32",  # bf16 is ~10x slower without AVX-512
+    *FP32,
 )
 PLOTS = ("reconstructions", "traversals", "kl_per_unit", "activation_histograms",
          "latent_scatter", "dci_importance", "perturbation_matrix")

@@ -6,6 +6,8 @@ import math
 import sys
 from pathlib import Path
 
+from conftest import FP32
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -33,8 +35,7 @@ def test_every_study_cell_at_a_leaderboard_sigma_is_a_leaderboard_cell():
 TINY = ("train.steps=2", "train.batch_size=16", "train.n_train=64", "train.n_test=100",
         "train.checkpoint_every=2", "eval.factor_vae_train=10", "eval.factor_vae_eval=5",
         "eval.factor_vae_variance=50", "eval.beta_vae_train=10", "eval.beta_vae_eval=5",
-        "eval.consistency_pairs=10", "eval.batch_size=8",
-        "train.precision=fp32", "eval.precision=fp32")  # bf16: ~10x slower without AVX-512
+        "eval.consistency_pairs=10", "eval.batch_size=8", *FP32)
 
 
 def test_run_and_keep_keeps_the_small_files_of_a_done_run_and_nothing_of_a_failed_one(

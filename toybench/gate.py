@@ -373,17 +373,16 @@ def cell_jobs(cells: Mapping[Cell, Sequence[int]],
 
 
 def run_cells(jobs: Sequence[tuple[Cell, Any]], out: str | os.PathLike, *,
-              echo: Callable[[str], None] = print,
-              workers: int | None = None) -> dict[Cell, list[RunRecord]]:
+              echo: Callable[[str], None] = print) -> dict[Cell, list[RunRecord]]:
     """Run (or reuse, when done) every job of `cell_jobs` under ``out``; one line per run as
     it finishes. A failed run raises its one-line error (its ``status.json`` says it too).
 
-    The runs go to ``workers`` spawned processes of one thread each (default: one per CPU, at
-    most one per run; the `toybench.executors.LocalExecutor` of sweeps): measured on the 2-core
-    machine, two quick runs took 63 s side by side at one thread against 98 s one after the
-    other at two threads, with the same scores. A single worker (or a single run to do) runs in
-    this process, also at one thread, so that no run's arithmetic depends on how many ran.
-    The records are returned in job order, whatever order the runs finish in.
+    The runs go to spawned processes of one thread each (one per CPU, at most one per run; the
+    `toybench.executors.LocalExecutor` of sweeps): measured on the 2-core machine, two quick
+    runs took 63 s side by side at one thread against 98 s one after the other at two threads,
+    with the same scores. On one CPU, or with one run to do, it runs in this process, also at
+    one thread, so that no run's arithmetic depends on how many ran. The records are returned
+    in job order, whatever order the runs finish in.
     """
     from toybench import hardware
     from toybench.executors import Cell as ExecCell
@@ -399,8 +398,8 @@ def run_cells(jobs: Sequence[tuple[Cell, Any]], out: str | os.PathLike, *,
             if RunDir.of(spec, out).state() == "done"}
     todo = [ExecCell(index, spec, str(out), plots=False, retry=True)
             for index, (_, spec) in enumerate(jobs) if index not in done]
-    workers = min(hardware.cpu_count(), len(todo)) if workers is None else workers
-    executor = (LocalExecutor(jobs=workers, threads=1) if workers > 1 and len(todo) > 1
+    workers = min(hardware.cpu_count(), len(todo))
+    executor = (LocalExecutor(jobs=workers, threads=1) if workers > 1
                 else SerialExecutor(threads=1))
     reused = (CellResult(index, jobs[index][1].name, "existing") for index in sorted(done))
     records: dict[int, RunRecord] = {}
