@@ -221,6 +221,45 @@ def test_readme_is_rendered_from_the_csvs(tmp_path):
         < readme.index("## ")
 
 
+def test_plots_of_a_leaderboard_named_after_its_generator_say_it_once(tmp_path):
+    _grid(tmp_path / "runs")
+    done = _invoke("leaderboard", tmp_path / "runs", "-o", tmp_path / "toy-causal.csv",
+                   "--readme")
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "toy-causal-quick-pairs.png", "toy-causal-quick-test.png",
+        "toy-causal-quick-test_decorrelated.png"]
+
+
+def _bands_and_bars(n_seeds: dict[str, int]):
+    """The interval artists of a one-model plot whose cell at σ label c has n_seeds[c] seeds
+    (mean 0.5, interval 0.4–0.6): (filled bands with area, error-bar containers)."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+
+    mk = ("vae", "none", "abcd1234")
+    cells = {(mk, c, "test", "mig"): {"mean": "0.5", "ci95_low": "0.4", "ci95_high": "0.6",
+                                      "n_seeds": str(n)} for c, n in n_seeds.items()}
+    fig = lb.plot_figure("t", "test", ["mig"], [mk], {mk: "vae"}, list(n_seeds), cells, [],
+                         "toy-causal", "quick")
+    ax = fig.axes[0]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)
+             and any(len(path.vertices) > 2 for path in c.get_paths())]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    return bands, bars
+
+
+def test_plots_draw_an_interval_only_from_three_seeds():
+    assert lb.MIN_SEEDS_FOR_BAND == 3
+    bands, bars = _bands_and_bars({"0.2": 3, "0.4": 3, "inf": 3})
+    assert (len(bands), len(bars)) == (1, 1)  # a band over the finite σ, a bar at ∞
+    # one 2-seed cell: no band over the line; bars on the 3-seed points only
+    bands, bars = _bands_and_bars({"0.2": 3, "0.4": 2, "inf": 2})
+    assert (len(bands), len(bars)) == (0, 1)
+    bands, bars = _bands_and_bars({"0.2": 2, "0.4": 2, "inf": 2})
+    assert (len(bands), len(bars)) == (0, 0)
+
+
 def test_sigma_axis_puts_inf_at_the_right_behind_a_gap():
     assert lb.sigma_positions(["inf", "0.2", "0.7", "0.4"]) == {
         "0.2": 0.0, "0.4": 1.0, "0.7": 2.0, "inf": 3.5}

@@ -92,6 +92,9 @@ README_NAME = "README.md"
 README_MARKER = ("<!-- Written by `toybench leaderboard ... --readme` from the CSV files in this "
                  "folder; do not edit by hand. -->")
 PLOTS_FOLDER = "plots"
+#: Plots draw a cell's 95% interval from this many seeds on: with 2, t(0.975, 1) = 12.7 makes it
+#: span most of the axis and hide the other models (the tables still give it).
+MIN_SEEDS_FOR_BAND = 3
 
 
 class RunFolderError(ToybenchError):
@@ -627,7 +630,8 @@ def render_readme(folder: str | os.PathLike, *, preface: str | None = None) -> P
              "Each table below is rendered from a leaderboard CSV beside this file. Cells are "
              "the mean over seeds ± the half-width of its 95% t-interval (scipy.stats.t; "
              "`(n = 1)` where one seed gives no interval); ↑ higher is better, ↓ lower is "
-             "better, · neither. σ is the training correlation width (smaller = stronger; "
+             "better, · neither. The plots show the mean (line), each seed (dots) and the 95% "
+             f"interval (band or bar) of cells with at least {MIN_SEEDS_FOR_BAND} seeds. σ is the training correlation width (smaller = stronger; "
              "∞ = independent concepts). `supervision` says what a model was trained with. "
              "Per-run numbers are in `NAME.runs.csv`, every metric's statistics in `NAME.csv`.",
              ""]
@@ -694,7 +698,10 @@ def _section(folder: Path, name: str, generator: str, protocol: str,
         cells[(model_key, row["corr"], row["split"], row["metric"])] = row
     corrs = sorted({row["corr"] for row in section}, key=_corr_sort)
     models = sorted(labels, key=lambda k: (labels[k], k))
-    stem = _safe_stem(f"{name}-{generator}-{protocol}")
+    # grid-toy-causal-quick-test.png; a leaderboard named after its generator (toy-causal.csv)
+    # does not say it twice
+    stem = _safe_stem(f"{name}-{protocol}" if name == generator
+                      else f"{name}-{generator}-{protocol}")
     lines = [f"## {generator} — protocol `{protocol}` (`{name}.csv`)", ""]
     for split, title in README_SPLITS:
         present = [m for m in HEADLINE
@@ -806,6 +813,22 @@ def _plot(folder: Path, file_name: str, title: str, split: str, metrics: Sequenc
           cells: Mapping[tuple, Mapping[str, str]], run_table: Sequence[Mapping[str, str]],
           generator: str, protocol: str) -> Path:
     """One PNG: a panel per metric, a line per model (mean, 95% band, per-seed points)."""
+    fig = plot_figure(title, split, metrics, models, labels, corrs, cells, run_table,
+                      generator, protocol)
+    out = folder / PLOTS_FOLDER
+    out.mkdir(exist_ok=True)
+    path = out / file_name
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100,
+                                                  metadata={"Software": None}))
+    return path
+
+
+def plot_figure(title: str, split: str, metrics: Sequence[str], models: Sequence[tuple],
+                labels: Mapping[tuple, str], corrs: Sequence[str],
+                cells: Mapping[tuple, Mapping[str, str]],
+                run_table: Sequence[Mapping[str, str]], generator: str, protocol: str):
+    """The matplotlib ``Figure`` of `_plot` (cells keyed by (model key, σ label, split,
+    metric), rows of ``NAME.csv``; run_table: rows of ``NAME.runs.csv``)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -841,27 +864,33 @@ def _plot(folder: Path, file_name: str, title: str, split: str, metrics: Sequenc
         ax = axes[index // cols][index % cols]
         info = metric_info(f"{split}.{metric}")
         for mk in models:
-            points = []  # (σ label, x, mean, low, high)
+            points = []  # (σ label, x, mean, low, high, whether the interval is drawn)
             for corr in corrs:
                 row = cells.get((mk, corr, split, metric))
                 mean = None if row is None else _float(row["mean"])
                 if mean is None:
                     continue
                 low, high = _float(row["ci95_low"]), _float(row["ci95_high"])
+                drawn = int(row["n_seeds"]) >= MIN_SEEDS_FOR_BAND and None not in (low, high)
                 points.append((corr, positions[corr] + offsets[mk], mean,
-                               mean if low is None else low, mean if high is None else high))
+                               mean if low is None else low, mean if high is None else high,
+                               drawn))
             if not points:
                 continue
             finite = [p for p in points if p[0] != "inf"]
-            banded = finite if len(finite) >= 2 else []
+            # a band only where every finite point has its interval; otherwise error bars on
+            # the points that have one, and the seed points alone show the others' spread
+            banded = finite if len(finite) >= 2 and all(p[5] for p in finite) else []
             (line,) = ax.plot([p[1] for p in finite], [p[2] for p in finite], "-o",
                               color=colour[mk], lw=1.5, ms=4)
             ax.fill_between([p[1] for p in banded], [p[3] for p in banded],
                             [p[4] for p in banded], color=colour[mk], alpha=0.15, lw=0)
-            for corr, x, mean, low, high in points:
-                if corr == "inf" or not banded:  # a point on its own: an error bar, no band
+            for corr, x, mean, low, high, drawn in points:
+                if drawn and (corr == "inf" or not banded):  # on its own: an error bar
                     ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], fmt="o",
                                 color=colour[mk], ms=4, capsize=3, lw=1.2)
+                elif corr == "inf":
+                    ax.plot([x], [mean], "o", color=colour[mk], ms=4)
                 seeds = seed_points.get((mk, corr, metric), [])
                 ax.scatter([sx + offsets[mk] for sx, _ in seeds], [y for _, y in seeds],
                            s=10, color=colour[mk], alpha=0.55, edgecolors="none")
@@ -881,9 +910,4 @@ def _plot(folder: Path, file_name: str, title: str, split: str, metrics: Sequenc
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside right center",
                    fontsize=8, title="model", title_fontsize=8)
-    out = folder / PLOTS_FOLDER
-    out.mkdir(exist_ok=True)
-    path = out / file_name
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100,
-                                                  metadata={"Software": None}))
-    return path
+    return fig
