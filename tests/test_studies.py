@@ -6,6 +6,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import FP32
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +56,31 @@ def test_run_and_keep_keeps_the_small_files_of_a_done_run_and_nothing_of_a_faile
     assert not run_and_keep(broken, tmp_path / "work", gone, ("metrics.json",), commit=False,
                             message="unused")
     assert "FAILED" in capsys.readouterr().out and not gone.exists()
+
+
+def test_unit_mi_agrees_with_the_runs_own_active_units_and_mig(tiny_gate, tmp_path, capsys):
+    import json
+
+    from studies import unit_mi
+
+    runs, _ = tiny_gate
+    run = sorted(p.parent for p in runs.glob("*/metrics.json"))[0]
+    out = tmp_path / "unit-mi.json"
+    assert unit_mi.main([str(run), "-o", str(out)]) == 0
+    entry = json.loads(out.read_text())[run.name]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert entry["model"] == "vae" and entry["split"] == "test_decorrelated"
+    assert len(entry["active_units"]) == metrics["test_decorrelated.active_units"]
+    concepts = entry["concepts"]
+    assert sorted(concepts) == ["hue", "pos_x", "pos_y", "rotation", "shape", "size"]
+    for figures in concepts.values():
+        assert figures["unit"] in entry["active_units"]
+        assert 0 <= figures["gap"] <= figures["max_nmi"] <= figures["sum_nmi"] + 1e-4
+    gaps = [figures["gap"] for figures in concepts.values()]
+    assert sum(gaps) / len(gaps) == pytest.approx(metrics["test_decorrelated.mig.active"],
+                                                 abs=1e-3)
+    assert "wrote" in capsys.readouterr().out
+    # a folder that is no run: one line on stderr, exit 2, nothing written
+    assert unit_mi.main([str(tmp_path), "-o", str(tmp_path / "no.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "no.json").exists()
