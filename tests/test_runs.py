@@ -62,6 +62,12 @@ def test_run_folder_layout(done_run):
     assert config["train"]["steps"] == 4 and config["protocol"] == "quick"
     env = json.loads((d / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["timings"]["train_seconds"] > 0
+    # the CPU type, which decides the bf16 kernels (so the bits of a bf16 run)
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(env["cpu_model"], str) and env["cpu_model"]
+    if Path("/proc/cpuinfo").is_file():
+        flags = Path("/proc/cpuinfo").read_text().split()
+        assert env["cpu_bf16_flags"] == [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     card = json.loads((d / "data_card.json").read_text())
     assert set(card) == {"train", "test", "test_decorrelated"}
     rows = list(csv.DictReader((d / "history.csv").open()))

@@ -152,6 +152,38 @@ def slow_cpu_bf16() -> str | None:
     return None if capability.startswith("AVX512") else capability
 
 
+#: CPU flags that decide which bf16 kernels oneDNN runs (``/proc/cpuinfo`` names).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_description() -> dict[str, object]:
+    """What ``env.json`` records about the CPU: its model name, torch's vector capability and
+    the bf16 flags of `BF16_CPU_FLAGS` it has. bf16 runs round differently on CPUs with other
+    kernels (AMX tiles or AVX-512 bf16 instructions), so byte-identical ``metrics.json`` is a
+    promise for one CPU type; these fields say which one a run had. ``/proc/cpuinfo`` is read
+    where it exists (Linux); elsewhere the model is `platform.processor` and the flags ``None``.
+    """
+    import platform
+
+    import torch
+
+    model, flags = platform.processor() or None, None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            text = handle.read(200_000)
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model in (None, "", platform.machine()):
+            model = value.strip()
+        elif key.strip() == "flags" and flags is None:
+            present = set(value.split())
+            flags = [flag for flag in BF16_CPU_FLAGS if flag in present]
+    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16_flags": flags}
+
+
 def device_description(device: str) -> dict[str, object]:
     """What ``env.json`` records about a resolved device: its name, and for CUDA the GPU."""
     out: dict[str, object] = {"device": device}

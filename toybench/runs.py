@@ -42,7 +42,7 @@ from toybench import __version__, seeds
 from toybench.encoders import encode_images
 from toybench.errors import ToybenchError
 from toybench.evaluate import evaluate_model, pca_reference_for, summary_table
-from toybench.hardware import device_description, resolve_device, slow_cpu_bf16
+from toybench.hardware import cpu_description, device_description, resolve_device, slow_cpu_bf16
 from toybench.io import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
 from toybench.models.common import Paired
 from toybench.pairs import check_pairing, make_pairs
@@ -946,6 +946,7 @@ def environment(timings: Mapping[str, float], device: str = "cpu") -> dict[str, 
         "platform": platform.platform(),
         "machine": platform.machine(),
         **device_description(device),
+        **cpu_description(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "git_sha": _git_sha(),
