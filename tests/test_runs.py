@@ -392,3 +392,25 @@ def test_slow_cpu_bf16_names_a_capability_only_below_avx512():
 
     capability = torch.backends.cpu.get_cpu_capability()
     assert slow_cpu_bf16() == (None if capability.startswith("AVX512") else capability)
+
+
+def test_git_sha_is_read_once_per_process(monkeypatch):
+    """A sweep process records the commit of the code it imported: the SHA is read once (at
+    the first run's start), not when each run ends."""
+    import subprocess
+
+    from toybench import runs
+
+    calls = []
+    real = subprocess.run
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    runs._git_sha.cache_clear()
+    monkeypatch.setattr(runs.subprocess, "run", counting)
+    first = runs._git_sha()
+    assert runs._git_sha() == first
+    assert len(calls) <= 2  # rev-parse and status, once (none outside a checkout)
+    runs._git_sha.cache_clear()

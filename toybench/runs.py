@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import math
@@ -229,6 +230,7 @@ def execute(
     run_dir = RunDir.of(spec, out)
     if not force and run_dir.state() == "done":  # nothing to build or check for a done run
         return _existing(run_dir, echo)
+    _git_sha()  # the commit of the code this process loaded, not of a later checkout
     baseline = load_baseline_for(spec)
     generator = load_generator_cached(spec.generator)
     meta = model_meta(baseline, generator)
@@ -954,7 +956,11 @@ def environment(timings: Mapping[str, float], device: str = "cpu") -> dict[str, 
     }
 
 
+@functools.lru_cache(maxsize=1)
 def _git_sha() -> str | None:
+    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files), read once per
+    process: `execute` reads it before it trains, so a sweep whose repository moves on while it
+    runs records the code it imported, not the commit of the moment a run ended."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
