@@ -631,8 +631,9 @@ def render_readme(folder: str | os.PathLike, *, preface: str | None = None) -> P
              "the mean over seeds ± the half-width of its 95% t-interval (scipy.stats.t; "
              "`(n = 1)` where one seed gives no interval); ↑ higher is better, ↓ lower is "
              "better, · neither. The plots show the mean (line), each seed (dots) and the 95% "
-             f"interval (band or bar) of cells with at least {MIN_SEEDS_FOR_BAND} seeds. σ is the training correlation width (smaller = stronger; "
-             "∞ = independent concepts). `supervision` says what a model was trained with. "
+             f"interval (band or bar) of cells with at least {MIN_SEEDS_FOR_BAND} seeds. σ is "
+             "the training correlation width (smaller = stronger; ∞ = independent concepts). "
+             "`supervision` says what a model was trained with. "
              "Per-run numbers are in `NAME.runs.csv`, every metric's statistics in `NAME.csv`.",
              ""]
     if preface:
