@@ -21,7 +21,8 @@ run trained from scratch; ``status.json`` says ``derived_from``). The study call
     python studies/leaderboards.py run --work /path/to/runs [--study-work DIR] [--commit]
                                        [--protocol standard|long]
                                        [--threads 2] [--only TEXT] [--corr inf,0.2]
-    python studies/leaderboards.py build   # leaderboards/*.csv and leaderboards/README.md
+    python studies/leaderboards.py build   # leaderboards/*.csv, leaderboards/README.md and
+                                           # docs/baselines-table.md
     python studies/leaderboards.py compare --models beta-vae,ada-gvae [--corr inf,0.2]
 """
 
@@ -222,7 +223,40 @@ def build() -> int:
                "(4,800 steps; σ ∈ {inf, 0.2}); whether `standard` has converged: "
                "docs/protocols.md.")
     render_readme(BOARD, preface=preface)
+    write_baseline_tables()
     return 0
+
+
+#: The tables of issue 9, part 6 (every baseline at σ ∈ {inf, 0.2}, mean ± std over seeds).
+BASELINE_TABLES = ROOT / "docs" / "baselines-table.md"
+
+
+def write_baseline_tables(path: Path = BASELINE_TABLES) -> Path:
+    """``docs/baselines-table.md``: `compare` of every grid model at σ ∈ {inf, 0.2}, for the
+    standard and the long protocol, from the kept runs (rewritten by every ``build``)."""
+    from toybench.io import atomic_write_text
+
+    models = []
+    for _, (grid_models, _) in GRIDS.items():
+        for baseline, overrides in grid_models:
+            name = baseline + (":unsupervised" if overrides == UNSUPERVISED else "")
+            if name not in models:
+                models.append(name)
+    text = ["# Baselines at σ ∈ {∞, 0.2}: mean ± std over seeds", "",
+            "Written by `python studies/leaderboards.py build` from the run files in "
+            "`leaderboards/runs/` (do not edit by hand). Columns: test BCE (nats per image) on "
+            "the correlated test split and on the decorrelated one (`BCE dec`), active units "
+            "(AU) on the test split, and on the decorrelated split DCI disentanglement (D), "
+            "completeness (C), informativeness (I, test accuracy), MIG and the calibrated "
+            "entanglement of each correlated pair (DAG edge). `seeds` says how many runs each "
+            "row has; `± 0` with one seed is no spread. The standard protocol is 2,400 steps, "
+            "the long one 4,800; whether either has converged: `docs/protocols.md`. "
+            "`csvae` is the weakly supervised default (10% labels), `csvae:unsupervised` the "
+            "same model without labels; `ada-gvae` and `ada-ml-vae` train on pairs.", ""]
+    for protocol in ("standard", "long"):
+        text += [f"## `{protocol}`", "",
+                 compare(tuple(models), tuple(GRIDS), (INF, 0.2), protocol), ""]
+    return atomic_write_text(path, "\n".join(text).rstrip("\n") + "\n")
 
 
 #: The columns of `compare`: (split, metric key, label).

@@ -84,3 +84,19 @@ def test_unit_mi_agrees_with_the_runs_own_active_units_and_mig(tiny_gate, tmp_pa
     assert unit_mi.main([str(tmp_path), "-o", str(tmp_path / "no.json")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "no.json").exists()
+
+
+def test_baseline_tables_come_from_the_kept_runs(tmp_path):
+    import json
+
+    path = leaderboards.write_baseline_tables(tmp_path / "tables.md")
+    text = path.read_text()
+    assert "## `standard`" in text and "## `long`" in text
+    assert "**toy-causal**, `standard`" in text and "**dsprites-pairs-32**, `long`" in text
+    # each row's seed count is the number of kept runs of that cell
+    kept = [json.loads(p.read_text()) for p in
+            (leaderboards.KEPT / "toy-causal").glob("*/metrics.json")]
+    n = sum(1 for m in kept if m["model"] == "beta-vae" and m["protocol"] == "standard"
+            and m["corr"] == 0.2)
+    assert n >= 1  # the committed leaderboard runs hold this cell
+    assert f"| beta-vae | 0.2 | {n} |" in text.split("## `long`")[0]
