@@ -932,6 +932,9 @@ def test_ctrl_c_checkpoints_the_last_step_and_resumes_exactly(tmp_path, how):
     full_model = _model()
     full = train(full_model, _images(), cfg, seed=2)
     ckpt = tmp_path / "ckpt" / "last.pt"
+    # what train() must restore: Python's default, or SIG_IGN where the process was started in
+    # the background by a shell without job control (nohup ... &)
+    before = signal.getsignal(signal.SIGINT)
     if how == "mid-step":
         torch.manual_seed(0)
         model, on_log = InterruptedVAE(at_step=7), None  # the 8th step (index 7) is cut
@@ -943,7 +946,7 @@ def test_ctrl_c_checkpoints_the_last_step_and_resumes_exactly(tmp_path, how):
     assert err.step == 7 and err.checkpoint == ckpt and err.exit_code == 130
     assert isinstance(err, ToybenchError) and "\n" not in str(err)
     assert str(err) == f"training interrupted at step 7/12; checkpoint saved to {ckpt}"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     assert load_checkpoint(ckpt)["step"] == 7 and len(err.history) == 7
     resumed_model = _model(seed=5)
     resumed = train(resumed_model, _images(), cfg, seed=2, ckpt_path=ckpt, resume=True)
