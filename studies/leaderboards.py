@@ -236,12 +236,9 @@ def write_baseline_tables(path: Path = BASELINE_TABLES) -> Path:
     standard and the long protocol, from the kept runs (rewritten by every ``build``)."""
     from toybench.io import atomic_write_text
 
-    models = []
-    for _, (grid_models, _) in GRIDS.items():
-        for baseline, overrides in grid_models:
-            name = baseline + (":unsupervised" if overrides == UNSUPERVISED else "")
-            if name not in models:
-                models.append(name)
+    models = dict.fromkeys(baseline + (":unsupervised" if overrides == UNSUPERVISED else "")
+                           for grid_models, _ in GRIDS.values()
+                           for baseline, overrides in grid_models)  # ordered, no repeats
     text = ["# Baselines at σ ∈ {∞, 0.2}: mean ± std over seeds", "",
             "Written by `python studies/leaderboards.py build` from the run files in "
             "`leaderboards/runs/` (do not edit by hand). Columns: test BCE (nats per image) on "
