@@ -216,15 +216,38 @@ def build() -> int:
                               for b, o, g, corr, seed in grid)
                 for protocol in ("standard", "long")}
         lines.append(f"- {generator}: {done['standard']} of the {len(grid)} standard cells "
-                     f"and {done['long']} long runs")
+                     f"and {done['long']} long runs; " + run_time(KEPT / generator))
     preface = ("**State of the sweeps** (`python studies/leaderboards.py run`; cells are "
                "added as they finish, so a row with fewer than 3 seeds is not final):\n\n"
                + "\n".join(lines) + "\n\nThe `long` rows are the convergence study's runs "
                "(4,800 steps; σ ∈ {inf, 0.2}); whether `standard` has converged: "
-               "docs/protocols.md.")
+               "docs/protocols.md. Nearly all runs ran two at a time on 2-core machines, "
+               "one torch thread each (`env.json` records each run's threads and CPU).")
     render_readme(BOARD, preface=preface)
     write_baseline_tables()
     return 0
+
+
+def run_time(folder: Path) -> str:
+    """What the kept runs of one leaderboard cost: the sum of their ``status.json`` seconds
+    (training and scoring, one run per process), per protocol; a standard run scored from a
+    long run's step-2,400 checkpoint (``derived_from``) costs its scoring only."""
+    import json
+
+    cost = {"standard": [0, 0.0], "derived": [0, 0.0], "long": [0, 0.0]}
+    for status_file in folder.glob("*/status.json"):
+        status = json.loads(status_file.read_text(encoding="utf-8"))
+        protocol = json.loads((status_file.parent / "metrics.json").read_text(
+            encoding="utf-8"))["protocol"]
+        kind = "derived" if status.get("derived_from") else protocol
+        cost[kind][0] += 1
+        cost[kind][1] += float(status.get("seconds", 0.0))
+    (n_standard, standard), (n_long, long), (n_derived, derived) = (
+        cost["standard"], cost["long"], cost["derived"])
+    return (f"run time (sum of `status.json` seconds) {standard / 3600:.1f} h for "
+            f"{n_standard} trained standard runs and {long / 3600:.1f} h for {n_long} long "
+            f"runs, whose first 2,400 steps gave {n_derived} more standard runs (scored in "
+            f"{derived / 60:.0f} min)")
 
 
 #: The tables of issue 9, part 6 (every baseline at σ ∈ {inf, 0.2}, mean ± std over seeds).

@@ -100,3 +100,21 @@ def test_baseline_tables_come_from_the_kept_runs(tmp_path):
             and m["corr"] == 0.2)
     assert n >= 1  # the committed leaderboard runs hold this cell
     assert f"| beta-vae | 0.2 | {n} |" in text.split("## `long`")[0]
+
+
+def test_run_time_sums_status_seconds_per_protocol(tmp_path):
+    import json
+
+    runs = {"a": ("standard", 1800.0, None), "b": ("standard", 1800.0, None),
+            "c": ("long", 7200.0, None), "d": ("standard", 120.0, "c")}
+    for name, (protocol, seconds, source) in runs.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({"protocol": protocol}))
+        status = {"state": "done", "seconds": seconds}
+        if source:
+            status["derived_from"] = source
+        (folder / "status.json").write_text(json.dumps(status))
+    assert leaderboards.run_time(tmp_path) == (
+        "run time (sum of `status.json` seconds) 1.0 h for 2 trained standard runs and 2.0 h "
+        "for 1 long runs, whose first 2,400 steps gave 1 more standard runs (scored in 2 min)")
