@@ -132,6 +132,56 @@ def values_table(cells, step: int) -> str:
     return "\n".join(lines)
 
 
+def _mean_at(curves: dict[int, list[dict]], key: str, step: int) -> float | None:
+    values = by_step(curves, key).get(step)
+    return sum(values) / len(values) if values else None
+
+
+def gap_table(cells, step: int = STANDARD_STEP) -> str:
+    """Test BCE (mean over seeds) at ``step`` and at 4,800, and how much higher it is at
+    ``step``, per cell: what a standard run leaves on the table in reconstruction."""
+    lines = ["| model | generator | σ | seeds | test BCE at 2,400 | at 4,800 | higher by |",
+             "|---|---|---|---|---|---|---|"]
+    for (model, generator, corr), curves in sorted(cells.items()):
+        early, late = (_mean_at(curves, "test.recon.bce", s) for s in (step, STEPS[-1]))
+        if early is None or late is None:
+            continue
+        lines.append(f"| {model} | {generator} | {corr} | {len(curves)} | {early:.1f} | "
+                     f"{late:.1f} | {100 * (early / late - 1):.1f}% |")
+    return "\n".join(lines)
+
+
+def ranking_table(cells, step: int = STANDARD_STEP) -> str:
+    """Per generator × σ and headline score: the pairs of models that ``step`` orders
+    differently from 4,800 (by their means over seeds), and of those the ones whose seed
+    ranges at 4,800 do not overlap (clearly ordered there). A leaderboard at the standard
+    protocol ranks the models as the long protocol would where none is clearly ordered."""
+    groups: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    for (model, generator, corr), curves in cells.items():
+        groups[(generator, corr)][model] = curves
+    lines = ["| generator | σ | score | models | pairs ordered differently at 2,400 | "
+             "of them clearly ordered at 4,800 |", "|---|---|---|---|---|---|"]
+    for (generator, corr), models in sorted(groups.items()):
+        for key, label in headline_keys(next(iter(models.values()))):
+            means, spread = {}, {}
+            for model, curves in sorted(models.items()):
+                series = by_step(curves, key)
+                if step in series and STEPS[-1] in series:
+                    means[model] = (sum(series[step]) / len(series[step]),
+                                    sum(series[STEPS[-1]]) / len(series[STEPS[-1]]))
+                    spread[model] = (min(series[STEPS[-1]]), max(series[STEPS[-1]]))
+            ranked = sorted(means)
+            swapped = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]
+                       if (means[a][0] - means[b][0]) * (means[a][1] - means[b][1]) < 0]
+            clear = [f"{a}/{b}" for a, b in swapped
+                     if spread[a][1] < spread[b][0] or spread[b][1] < spread[a][0]]
+            n_pairs = len(ranked) * (len(ranked) - 1) // 2
+            lines.append(f"| {generator} | {corr} | {label} | {len(ranked)} | "
+                         f"{len(swapped)} of {n_pairs} | "
+                         + (", ".join(clear) if clear else "none") + " |")
+    return "\n".join(lines)
+
+
 def plot(cells, generator: str, corr: str, path: Path) -> None:
     import matplotlib
 
@@ -187,5 +237,12 @@ def write_report(folder: Path, root: Path) -> None:
             "", table(cells), "",
             f"### Scores at the standard protocol's step ({STANDARD_STEP})", "",
             values_table(cells, STANDARD_STEP), "",
-            "### Scores at the long protocol's step (4800)", "", values_table(cells, 4800), ""]
+            "### Scores at the long protocol's step (4800)", "", values_table(cells, 4800), "",
+            "### How much reconstruction the standard protocol leaves", "",
+            gap_table(cells), "",
+            "### Does the standard protocol rank the models as the long one?", "",
+            "Pairs of models whose means over seeds are in the opposite order at 2,400 and at "
+            "4,800 steps, and of those the pairs whose seed ranges (min..max) at 4,800 do not "
+            "overlap: a swap of models that 4,800 steps cannot tell apart says little.", "",
+            ranking_table(cells), ""]
     (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")

@@ -118,3 +118,19 @@ def test_run_time_sums_status_seconds_per_protocol(tmp_path):
     assert leaderboards.run_time(tmp_path) == (
         "run time (sum of `status.json` seconds) 1.0 h for 2 trained standard runs and 2.0 h "
         "for 1 long runs, whose first 2,400 steps gave 1 more standard runs (scored in 2 min)")
+
+
+def test_ranking_table_lists_swaps_and_the_clear_ones():
+    from studies import convergence_report as report
+
+    def runs(at_2400, at_4800):  # {seed: curve rows} with the test BCE at two steps
+        return {seed: [{"step": 2400, "test.recon.bce": a}, {"step": 4800, "test.recon.bce": b}]
+                for seed, (a, b) in enumerate(zip(at_2400, at_4800, strict=True))}
+
+    cells = {("a", "g", "inf"): runs([10, 11], [20, 21]),  # better than b at 2,400, not at 4,800
+             ("b", "g", "inf"): runs([12, 13], [14, 15]),  # ranges at 4,800 apart: clear swap
+             ("c", "g", "inf"): runs([30, 31], [14.0, 14.8])}  # swaps with b: ranges overlap
+    row = next(line for line in report.ranking_table(cells).splitlines() if "| bce |" in line)
+    assert row == "| g | inf | bce | 3 | 3 of 3 | a/b, a/c |"
+    gap = report.gap_table(cells).splitlines()
+    assert "| a | g | inf | 2 | 10.5 | 20.5 | -48.8% |" in gap
