@@ -6,8 +6,8 @@ perturbation matrix that a run with plots computes: what ``env.json``'s ``eval_s
 The PCA reference is fitted once per data set and cached across runs (`pca_reference_for`), so
 it is computed in the fixture, not timed. The model has its seed's initial weights (the work of
 every pass is the same for trained weights). Run on a quiet machine:
-``pytest benchmarks/bench_eval.py --benchmark-only`` (torch uses all cores unless
-``TOYBENCH_THREADS`` caps them).
+``pytest benchmarks/bench_eval.py --benchmark-only`` uses every core, as ``toybench run`` does;
+``OMP_NUM_THREADS=1 TOYBENCH_THREADS=1`` in front of it times one thread (a sweep's cell).
 """
 
 from __future__ import annotations
