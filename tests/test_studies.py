@@ -132,5 +132,7 @@ def test_ranking_table_lists_swaps_and_the_clear_ones():
              ("c", "g", "inf"): runs([30, 31], [14.0, 14.8])}  # swaps with b: ranges overlap
     row = next(line for line in report.ranking_table(cells).splitlines() if "| bce |" in line)
     assert row == "| g | inf | bce | 3 | 3 of 3 | a/b, a/c |"
+    drift = report.drift_table(cells, steps=(2400,)).splitlines()
+    assert "| bce | 3 of 3 | 3 of 3 |" in drift  # every seed of every cell moved up, all missed
     gap = report.gap_table(cells).splitlines()
     assert "| a | g | inf | 2 | 10.5 | 20.5 | -48.8% |" in gap
