@@ -59,3 +59,20 @@ def test_fast_matches_reference(name):
         "informativeness_test",
     ):
         assert getattr(fast, field) == pytest.approx(getattr(reference, field), abs=0.01), field
+
+
+def test_score_is_the_same_with_dci_beside_the_other_scores_or_after_them(monkeypatch):
+    # With two threads available the fast DCI runs in a worker thread beside explicitness,
+    # MIG, SAP and modularity; with one it runs after them. Every value is the same.
+    from toybench.metrics import score_with_importance
+
+    rng = np.random.default_rng(3)
+    factors = rng.integers(0, 4, size=(600, 3))
+    codes = factors @ rng.normal(size=(3, 5)) + 0.3 * rng.normal(size=(600, 5))
+    monkeypatch.setattr("toybench.hardware.cpu_count", lambda: 2)
+    monkeypatch.delenv("TOYBENCH_THREADS", raising=False)
+    beside, importance_beside = score_with_importance(codes, factors)
+    monkeypatch.setenv("TOYBENCH_THREADS", "1")
+    after, importance_after = score_with_importance(codes, factors)
+    assert beside == after
+    assert np.array_equal(importance_beside, importance_after)
