@@ -76,3 +76,18 @@ def test_score_is_the_same_with_dci_beside_the_other_scores_or_after_them(monkey
     after, importance_after = score_with_importance(codes, factors)
     assert beside == after
     assert np.array_equal(importance_beside, importance_after)
+
+
+def test_scores_are_the_same_without_scikit_learns_input_checks():
+    # evaluate._small_blas skips scikit-learn's parameter validation and finiteness checks
+    # (and uses one BLAS thread) around the evaluation's fits: the values must not move.
+    from toybench.evaluate import _small_blas
+    from toybench.metrics import score_with_importance
+
+    rng = np.random.default_rng(4)
+    factors = rng.integers(0, 5, size=(500, 2))
+    codes = factors @ rng.normal(size=(2, 4)) + 0.5 * rng.normal(size=(500, 4))
+    checked = score_with_importance(codes, factors)[0]
+    with _small_blas():
+        unchecked = score_with_importance(codes, factors)[0]
+    assert checked == unchecked
