@@ -205,7 +205,7 @@ def build() -> int:
               if (p / "metrics.json").is_file() and keep_study_run(p)]
     if copied:
         print(f"copied {len(copied)} study runs into {KEPT} (commit them)")
-    lines = []
+    lines, complete = [], True
     for generator in GRIDS:
         folders = sorted(str(p) for p in (KEPT / generator).glob("*") if p.is_dir())
         if folders:
@@ -215,10 +215,13 @@ def build() -> int:
                                                           o).name / "metrics.json").is_file()
                               for b, o, g, corr, seed in grid)
                 for protocol in ("standard", "long")}
+        complete = complete and done["standard"] == len(grid)
         lines.append(f"- {generator}: {done['standard']} of the {len(grid)} standard cells "
                      f"and {done['long']} long runs; " + run_time(KEPT / generator))
-    preface = ("**State of the sweeps** (`python studies/leaderboards.py run`; cells are "
-               "added as they finish, so a row with fewer than 3 seeds is not final):\n\n"
+    state = ("every standard cell has its 3 seeds" if complete else
+             "cells are added as they finish, so a row with fewer than 3 seeds is not final")
+    preface = ("**State of the sweeps** (`python studies/leaderboards.py run`; "
+               f"{state}):\n\n"
                + "\n".join(lines) + "\n\nThe `long` rows are the convergence study's runs "
                "(4,800 steps; σ ∈ {inf, 0.2}); whether `standard` has converged: "
                "docs/protocols.md. Nearly all runs ran two at a time on 2-core machines, "
