@@ -39,6 +39,7 @@ def unit_mi(run_dir: Path, split: str) -> dict:
 
     import numpy as np
 
+    from toybench.metrics._common import top_two_gap
     from toybench.metrics.mig import normalized_mutual_info
     from toybench.metrics.units import active_units
     from toybench.runs import encode_run
@@ -57,18 +58,17 @@ def unit_mi(run_dir: Path, split: str) -> dict:
              "n_images": int(len(codes)), "n_units": int(codes.shape[1]),
              "active_units": [int(u) for u in active], "concepts": {}}
     nmi = normalized_mutual_info(codes[:, active], factors) if len(active) else None
+    gaps = top_two_gap(nmi) if nmi is not None else None  # MIG's gap per concept
     for k, concept in enumerate(concepts):
         if nmi is None:
             entry["concepts"][concept] = {"max_nmi": 0.0, "unit": None, "sum_nmi": 0.0,
                                           "gap": 0.0}
             continue
         best = int(np.argmax(nmi[:, k]))
-        top = np.sort(nmi[:, k])[::-1]
-        gap = top[0] - (top[1] if len(top) > 1 else 0.0)
-        entry["concepts"][concept] = {"max_nmi": round(float(top[0]), DIGITS),
+        entry["concepts"][concept] = {"max_nmi": round(float(nmi[best, k]), DIGITS),
                                       "unit": int(active[best]),
                                       "sum_nmi": round(float(nmi[:, k].sum()), DIGITS),
-                                      "gap": round(float(gap), DIGITS)}
+                                      "gap": round(float(gaps[k]), DIGITS)}
     return entry
 
 
