@@ -161,13 +161,11 @@ def drift_table(cells, steps: tuple[int, ...] = (STANDARD_STEP, 3600)) -> str:
         verdict = outside_spread(curves)
         for key, label in headline_keys(curves):
             group = "entanglement (each pair)" if label.startswith("ent. ") else label
-            runs = [{row["step"]: row.get(key) for row in rows} for rows in curves.values()]
+            series = by_step(curves, key)  # per step, one value per seed in seed order
             for step in steps:
-                if step not in verdict or any(
-                        not isinstance(run.get(s), int | float) for run in runs
-                        for s in (step, STEPS[-1])):
+                if step not in verdict or step not in series or STEPS[-1] not in series:
                     continue
-                moves = [run[STEPS[-1]] - run[step] for run in runs]
+                moves = [b - a for a, b in zip(series[step], series[STEPS[-1]], strict=True)]
                 entry = counts.setdefault(group, {}).setdefault(step, [0, 0, 0])
                 entry[0] += all(m > 0 for m in moves) or all(m < 0 for m in moves)
                 entry[1] += label in verdict[step]
@@ -200,8 +198,7 @@ def ranking_table(cells, step: int = STANDARD_STEP) -> str:
             for model, curves in sorted(models.items()):
                 series = by_step(curves, key)
                 if step in series and STEPS[-1] in series:
-                    means[model] = (sum(series[step]) / len(series[step]),
-                                    sum(series[STEPS[-1]]) / len(series[STEPS[-1]]))
+                    means[model] = (_mean_at(curves, key, step), _mean_at(curves, key, STEPS[-1]))
                     spread[model] = (min(series[STEPS[-1]]), max(series[STEPS[-1]]))
             ranked = sorted(means)
             swapped = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]
