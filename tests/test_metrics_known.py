@@ -22,7 +22,7 @@ from toybench.metrics import (
     score,
 )
 from toybench.metrics._common import histogram_discretize, mutual_info
-from toybench.metrics.modularity import modularity_from_mi
+from toybench.metrics.modularity import modularity_from_mi, roc_auc
 
 
 def _factors(sizes, n=2000, seed=0):
@@ -216,6 +216,39 @@ def test_modularity_identity_and_random():
     binary = _factors([2, 2, 2])
     mixed = binary @ np.ones((3, 3))  # every code carries the three factors equally
     assert modularity(mixed, binary) <= 0.1
+
+
+@pytest.mark.parametrize(
+    ("labels", "score", "expected"),
+    [
+        ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], 1.0),  # perfect ranking
+        ([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4], 0.0),  # reversed
+        ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),  # all tied: half credit for every pair
+        ([0, 1, 1], [0.2, 0.2, 0.9], 0.75),  # one tied pair, one won: (0.5 + 1) / 2
+        ([0, 0, 1], [0.3, 0.1, 0.2], 0.5),  # the positive beats one of two negatives
+    ],
+)
+def test_roc_auc_known_answers(labels, score, expected):
+    assert roc_auc(np.array(labels) == 1, np.array(score)) == expected
+
+
+def test_roc_auc_is_the_pair_count_and_matches_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    for n in (7, 50, 4000):
+        labels = rng.integers(0, 2, n).astype(bool)
+        score = np.round(rng.normal(size=n), 1)  # many ties
+        pos, neg = score[labels], score[~labels]
+        wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        # both are the exact rational rounded once
+        assert roc_auc(labels, score) == wins / (pos.size * neg.size)
+        assert roc_auc(labels, score) == pytest.approx(roc_auc_score(labels, score), abs=1e-15)
+
+
+def test_roc_auc_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        roc_auc(np.ones(5, dtype=bool), np.arange(5.0))
 
 
 def test_explicitness_identity_and_random():

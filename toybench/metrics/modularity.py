@@ -82,15 +82,39 @@ class Explicitness(NamedTuple):
     test: float
 
 
+def roc_auc(indicator: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of ``score (n,)`` for the binary labels ``indicator (n,)``: the Mann–Whitney
+    statistic, P(score of a positive > score of a negative) + ½ P(tie).
+
+    Computed from average ranks (``scipy.stats.rankdata``): the rank sum of the positives is a
+    sum of half-integers, exact in float64, so the AUC is the exact rational value rounded
+    once. scikit-learn's ``roc_auc_score`` (the trapezoid under the ROC curve, ties as
+    diagonal steps) is the same number up to its own rounding (≤ 1e-15 apart, tested), at
+    about a fiftieth of the time for the hundreds of calls one evaluation makes.
+
+    Raises
+    ------
+    ValueError
+        If ``indicator`` holds a single class (no AUC is defined).
+    """
+    from scipy.stats import rankdata
+
+    indicator = np.asarray(indicator, dtype=bool)
+    n_pos = int(indicator.sum())
+    n_neg = indicator.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC AUC needs both classes; the labels hold one")
+    ranks = rankdata(score)  # (n,) average ranks, 1-based
+    return float((ranks[indicator].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _macro_auc(classes: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> float:
-    """Macro one-vs-rest ROC AUC over the classes ``labels`` actually contains.
+    """Macro one-vs-rest ROC AUC (`roc_auc`) over the classes ``labels`` actually contains.
 
     ``proba (n, len(classes))`` are the classifier's probabilities in ``classes`` order. A level
     present in ``labels`` but unseen in training has no probability column; it is scored with
     a constant 0 (AUC 0.5). A level absent from ``labels`` has no defined AUC and is skipped.
     """
-    from sklearn.metrics import roc_auc_score
-
     aucs = []
     column_of = {c: i for i, c in enumerate(classes.tolist())}
     for level in np.unique(labels):
@@ -98,7 +122,7 @@ def _macro_auc(classes: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> fl
         if indicator.all():
             continue
         score = proba[:, column_of[level]] if level in column_of else np.zeros(labels.size)
-        aucs.append(roc_auc_score(indicator, score))
+        aucs.append(roc_auc(indicator, score))
     return float(np.mean(aucs))
 
 
