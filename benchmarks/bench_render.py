@@ -37,8 +37,11 @@ def test_dsprites_full_grid_bitpacked(benchmark):
     _record(benchmark, 737280, target_s=3.0, packed_mib=round(packed.nbytes / 2**20))
 
 
+@pytest.mark.parametrize("masks", ["cold", "warm"])
 @pytest.mark.parametrize("size", sprites.SIZES)
-def test_sprites_batch(benchmark, size):
+def test_sprites_batch(benchmark, size, masks):
+    """50,000 random grid sprites; ``cold`` empties the mask cache (`sprites._MASKS`) before
+    each round (a process's first render), ``warm`` keeps it (every later one)."""
     rng = np.random.default_rng(0)
     n = 50_000
     values = {
@@ -48,9 +51,11 @@ def test_sprites_batch(benchmark, size):
         "pos_x": rng.choice(sprites.DSPRITES_POSITIONS, n),
         "pos_y": rng.choice(sprites.DSPRITES_POSITIONS, n),
     }
-    images = benchmark.pedantic(sprites.render, args=(values, size), rounds=5, iterations=1)
+    setup = sprites._MASKS.clear if masks == "cold" else None
+    images = benchmark.pedantic(sprites.render, args=(values, size), setup=setup, rounds=5,
+                                iterations=1, warmup_rounds=1)
     assert images.shape == (n, 1, size, size)
-    _record(benchmark, n)
+    _record(benchmark, n, masks=masks)
 
 
 @pytest.mark.parametrize("size", scene.SIZES)

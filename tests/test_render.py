@@ -263,6 +263,26 @@ def test_packed_rendering_matches_packbits(size):
     )
 
 
+@pytest.mark.parametrize("size", sprites.SIZES)
+def test_sprite_mask_cache_changes_no_pixel(size, monkeypatch):
+    # the masks kept across calls (sprites._MASKS) are those a fresh computation gives: render
+    # with an empty cache, again from the cache, and with a cache so small that it starts over
+    values = random_values("sprites", 3000, seed=5)
+    monkeypatch.setattr(sprites, "_MASKS", {})
+    cold = sprites.render(values, size)
+    assert sum(map(len, sprites._MASKS.values())) > 0
+    warm = sprites.render(values, size)
+    monkeypatch.setattr(sprites, "_MASKS_LIMIT", 50)
+    small = sprites.render(values, size)  # more masks than the limit: the cache starts over
+    np.testing.assert_array_equal(cold, warm)
+    np.testing.assert_array_equal(cold, small)
+    fresh = []
+    for i in range(0, 3000, 97):  # one sprite per call, each drawn with an empty cache
+        monkeypatch.setattr(sprites, "_MASKS", {})
+        fresh.append(sprites.render({k: v[i : i + 1] for k, v in values.items()}, size)[0])
+    np.testing.assert_array_equal(cold[::97], np.stack(fresh))
+
+
 def test_full_grid_factors_follow_the_original_order():
     factors = sprites.full_grid_factors()
     assert factors.shape == (737280, 5)

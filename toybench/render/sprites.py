@@ -38,9 +38,9 @@ Conventions here (an approximation: the original rendering code was never publis
 * ``size = 32`` is a CPU-friendly variant of the same geometry (position steps of half a pixel).
 
 Rendering is vectorized: an exact mask is computed once for each distinct
-``(shape, scale, orientation, sub-pixel phase)`` in a batch, stored as one 64-bit word per row
-(bit 63 = column 0, the ``np.packbits`` layout), shifted into place with integer bit and row shifts,
-and unpacked. ``render_full_grid`` uses the same path to produce all 737,280 images bit-packed.
+``(shape, scale, orientation, sub-pixel phase)`` (and kept for the process's later calls),
+stored as one 64-bit word per row (bit 63 = column 0, the ``np.packbits`` layout), shifted into
+place with integer bit and row shifts, and unpacked. ``render_full_grid`` uses the same path to produce all 737,280 images bit-packed.
 """
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ _HEART_Y_RANGE = (-1.0, 1.2360)  # min and max y of the unit algebraic heart
 _HEART_UNIT = 7.0 / _HEART_X_HALF_EXTENT  # 64-pixel units per heart unit (width 14 at scale 1)
 _MAX_SCALE = 1.5
 _CHUNK = 32768  # images per block when placing masks, bounds peak memory
+#: Masks already computed, per patch (radius, unit): (shape, scale, angle, fx, fy) -> (P,) words.
+#: A mask is a pure function of its key, so reusing it changes no pixel; the dSprites grid has
+#: a few thousand distinct masks per size, which every later render call (an evaluation renders
+#: 8,192 rows at a time, dozens of times) would otherwise recompute.
+_MASKS: dict[tuple[int, float], dict[tuple[float, ...], np.ndarray]] = {}
+_MASKS_LIMIT = 100_000  # masks kept per patch size; beyond it that cache starts over
 
 
 def _inside(shape: np.ndarray, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
@@ -125,6 +131,23 @@ def _mask_words(
     inside = _inside(shape[:, None, None], qx, qy)  # (m, P, P) bool
     bits = np.left_shift(np.uint64(1), (63 - np.arange(patch)).astype(np.uint64))  # (P,)
     return np.bitwise_or.reduce(np.where(inside, bits, np.uint64(0)), axis=2)  # (m, P)
+
+
+def _cached_mask_words(shape, scale, angle, fx, fy, radius: int, unit: float) -> np.ndarray:
+    """`_mask_words` of ``m`` distinct sprites, each computed once per process (`_MASKS`)."""
+    cache = _MASKS.setdefault((radius, unit), {})
+    keys = list(zip(shape.tolist(), scale.tolist(), angle.tolist(), fx.tolist(), fy.tolist(),
+                    strict=True))
+    missing = [i for i, key in enumerate(keys) if key not in cache]
+    if missing:
+        if len(cache) + len(missing) > _MASKS_LIMIT:
+            cache.clear()
+            missing = list(range(len(keys)))
+        rows = np.asarray(missing, dtype=np.int64)
+        words = _mask_words(shape[rows], scale[rows], angle[rows], fx[rows], fy[rows], radius, unit)
+        cache.update(zip((keys[i] for i in missing), words, strict=True))
+    return np.stack([cache[key] for key in keys]) if keys else \
+        np.empty((0, 2 * radius + 1), dtype=np.uint64)
 
 
 def _validate(shape, scale, orientation, pos_x, pos_y, size) -> tuple[np.ndarray, ...]:
@@ -189,7 +212,7 @@ def render_packed(
     for values, inverse in codes:
         key = key * len(values) + inverse.reshape(-1)
     unique_keys, first, which = np.unique(key, return_index=True, return_inverse=True)
-    words = _mask_words(
+    words = _cached_mask_words(
         shape[first], scale[first], orientation[first], fx[first], fy[first], radius, unit
     )  # (m, P)
 
