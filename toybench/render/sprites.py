@@ -40,7 +40,8 @@ Conventions here (an approximation: the original rendering code was never publis
 Rendering is vectorized: an exact mask is computed once for each distinct
 ``(shape, scale, orientation, sub-pixel phase)`` (and kept for the process's later calls),
 stored as one 64-bit word per row (bit 63 = column 0, the ``np.packbits`` layout), shifted into
-place with integer bit and row shifts, and unpacked. ``render_full_grid`` uses the same path to produce all 737,280 images bit-packed.
+place with integer bit and row shifts, and unpacked. ``render_full_grid`` uses the same path
+to produce all 737,280 images bit-packed.
 """
 
 from __future__ import annotations
