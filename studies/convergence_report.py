@@ -35,10 +35,12 @@ HEADLINE = (
 PAIR_PREFIX = "test_decorrelated.entanglement."
 
 
-def load_curves(folder: Path) -> dict[tuple[str, str, str], dict[int, list[dict]]]:
-    """``{(model, generator, corr): {seed: curve rows}}`` of the finished long runs."""
+def load_curves(folder: Path, kind: str = "long"
+                ) -> dict[tuple[str, str, str], dict[int, list[dict]]]:
+    """``{(model, generator, corr): {seed: curve rows}}`` of the finished runs in
+    ``folder/<kind>/`` (``long``: the study; ``extended``: its cells trained 4x longer)."""
     cells: dict[tuple[str, str, str], dict[int, list[dict]]] = defaultdict(dict)
-    for path in sorted(folder.glob("long/*/curve.json")):
+    for path in sorted(folder.glob(f"{kind}/*/curve.json")):
         metrics_path = path.with_name("metrics.json")
         if not metrics_path.is_file():
             continue  # unfinished
@@ -97,17 +99,19 @@ def _summary(values: list[float]) -> str:
     return f"{mean:.3g} ± {(max(values) - min(values)) / 2:.2g}"
 
 
-def table(cells) -> str:
-    lines = ["| model | generator | σ | seeds | " + " | ".join(f"{s}" for s in STEPS) + " |",
-             "|---|---|---|---|" + "---|" * len(STEPS)]
+def table(cells, steps: tuple[int, ...] = STEPS) -> str:
+    """Per cell and step: ✓ when the step is converged against the cell's last step, else ✗
+    and the headline scores outside the last step's seed spread."""
+    lines = ["| model | generator | σ | seeds | " + " | ".join(f"{s}" for s in steps) + " |",
+             "|---|---|---|---|" + "---|" * len(steps)]
     for (model, generator, corr), curves in sorted(cells.items()):
         if len(curves) < 2:
             lines.append(f"| {model} | {generator} | {corr} | {len(curves)} | "
-                         + " | ".join("" for _ in STEPS) + " |")
+                         + " | ".join("" for _ in steps) + " |")
             continue
         verdict = outside_spread(curves)
         row = []
-        for step in STEPS:
+        for step in steps:
             if step not in verdict:
                 row.append("")
             else:
@@ -216,7 +220,27 @@ def ranking_table(cells, step: int = STANDARD_STEP) -> str:
 ZOOM_FROM = 1200
 
 
-def plot(cells, generator: str, corr: str, path: Path) -> None:
+#: Steps of the extended runs (``studies/convergence.py extend``): the long run's and beyond.
+EXTENDED_STEPS = (1200, 2400, 3600, 4800, 9600, 14400, 19200)
+
+
+def extended_values(cells, keys=("test.recon.bce", "test_decorrelated.recon.bce",
+                                 "test.active_units", "test_decorrelated.dci.disentanglement",
+                                 "test_decorrelated.mig")) -> str:
+    """Mean ± half the seed range of a few headline scores at every extended step, per cell."""
+    labels = dict(HEADLINE)
+    lines = ["| model | generator | σ | score | " + " | ".join(f"{s:,}" for s in EXTENDED_STEPS)
+             + " |", "|---|---|---|---|" + "---|" * len(EXTENDED_STEPS)]
+    for (model, generator, corr), curves in sorted(cells.items()):
+        for key in keys:
+            series = by_step(curves, key)
+            lines.append(f"| {model} | {generator} | {corr} | {labels.get(key, key)} | "
+                         + " | ".join(_summary(series[s]) if s in series else ""
+                                      for s in EXTENDED_STEPS) + " |")
+    return "\n".join(lines)
+
+
+def plot(cells, generator: str, corr: str, path: Path, what: str = "the long runs") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,7 +282,7 @@ def plot(cells, generator: str, corr: str, path: Path) -> None:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
-    fig.suptitle(f"{generator}, σ = {corr}: scores of the long runs along training (the point at "
+    fig.suptitle(f"{generator}, σ = {corr}: scores of {what} along training (the point at "
                  f"step S is the S-step run), mean over seeds with min..max band", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,4 +315,16 @@ def write_report(folder: Path, root: Path) -> None:
             "4,800 steps, and of those the pairs whose seed ranges (min..max) at 4,800 do not "
             "overlap: a swap of models that 4,800 steps cannot tell apart says little.", "",
             ranking_table(cells), ""]
+    extended = load_curves(folder, "extended")
+    if extended:
+        for generator, corr in sorted({k[1:3] for k in extended}):
+            plot(extended, generator, corr,
+                 root / "docs" / "img" / f"convergence-extended-{generator}-corr{corr}.png",
+                 what="the 19,200-step runs")
+        text += ["### Beyond the long protocol: two cells trained for 19,200 steps", "",
+                 "`python studies/convergence.py extend`: the same criterion with the 19,200-step "
+                 "run as the reference (✓: every headline score's mean over seeds within the "
+                 "seed spread at 19,200).", "", table(extended, EXTENDED_STEPS), "",
+                 "Scores along these runs (mean ± half the seed range):", "",
+                 extended_values(extended), ""]
     (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")

@@ -136,3 +136,22 @@ def test_ranking_table_lists_swaps_and_the_clear_ones():
     assert "| bce | 3 of 3 | 3 of 3 |" in drift  # every seed of every cell moved up, all missed
     gap = report.gap_table(cells).splitlines()
     assert "| a | g | inf | 2 | 10.5 | 20.5 | -48.8% |" in gap
+
+
+def test_extended_tables_judge_steps_against_the_longest_run():
+    from studies import convergence_report as report
+
+    def rows(bce_by_step):  # curve rows with the test BCE and a constant active-unit count
+        return [{"step": s, "test.recon.bce": b, "test.active_units": 6.0}
+                for s, b in bce_by_step.items()]
+
+    steps = report.EXTENDED_STEPS
+    cells = {("vae", "g", "0.2"): {
+        0: rows(dict(zip(steps, [70, 60, 55, 52, 50, 49.0, 48.0], strict=True))),
+        1: rows(dict(zip(steps, [71, 61, 56, 53, 51, 48.5, 49.0], strict=True)))}}
+    lines = report.table(cells, steps).splitlines()
+    # 14,400's mean (48.75) lies in 19,200's spread 48..49; 9,600's (50.5) does not
+    assert lines[2] == "| vae | g | 0.2 | 2 | ✗ bce | ✗ bce | ✗ bce | ✗ bce | ✗ bce | ✓ | ✓ |"
+    values = report.extended_values(cells, keys=("test.recon.bce",)).splitlines()
+    assert values[2] == ("| vae | g | 0.2 | bce | 70.5 ± 0.5 | 60.5 ± 0.5 | 55.5 ± 0.5 | "
+                         "52.5 ± 0.5 | 50.5 ± 0.5 | 48.8 ± 0.25 | 48.5 ± 0.5 |")
