@@ -46,6 +46,7 @@ to produce all 737,280 images bit-packed.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -76,7 +77,8 @@ _CHUNK = 32768  # images per block when placing masks, bounds peak memory
 #: a few thousand distinct masks per size, which every later render call (an evaluation renders
 #: 8,192 rows at a time, dozens of times) would otherwise recompute.
 _MASKS: dict[tuple[int, float], dict[tuple[float, ...], np.ndarray]] = {}
-_MASKS_LIMIT = 100_000  # masks kept per patch size; beyond it that cache starts over
+_MASKS_LIMIT = 100_000  # masks kept in all (at most 51 MB); beyond it the cache starts over
+_MASKS_LOCK = threading.Lock()
 
 
 def _inside(shape: np.ndarray, qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
@@ -136,19 +138,23 @@ def _mask_words(
 
 def _cached_mask_words(shape, scale, angle, fx, fy, radius: int, unit: float) -> np.ndarray:
     """`_mask_words` of ``m`` distinct sprites, each computed once per process (`_MASKS`)."""
-    cache = _MASKS.setdefault((radius, unit), {})
     keys = list(zip(shape.tolist(), scale.tolist(), angle.tolist(), fx.tolist(), fy.tolist(),
                     strict=True))
-    missing = [i for i, key in enumerate(keys) if key not in cache]
-    if missing:
-        if len(cache) + len(missing) > _MASKS_LIMIT:
-            cache.clear()
-            missing = list(range(len(keys)))
-        rows = np.asarray(missing, dtype=np.int64)
-        words = _mask_words(shape[rows], scale[rows], angle[rows], fx[rows], fy[rows], radius, unit)
-        cache.update(zip((keys[i] for i in missing), words, strict=True))
-    return np.stack([cache[key] for key in keys]) if keys else \
-        np.empty((0, 2 * radius + 1), dtype=np.uint64)
+    if not keys:
+        return np.empty((0, 2 * radius + 1), dtype=np.uint64)
+    with _MASKS_LOCK:
+        cache = _MASKS.setdefault((radius, unit), {})
+        missing = [i for i, key in enumerate(keys) if key not in cache]
+        if missing:
+            if sum(map(len, _MASKS.values())) + len(missing) > _MASKS_LIMIT:
+                _MASKS.clear()
+                cache = _MASKS.setdefault((radius, unit), {})
+                missing = list(range(len(keys)))
+            rows = np.asarray(missing, dtype=np.int64)
+            words = _mask_words(shape[rows], scale[rows], angle[rows], fx[rows], fy[rows],
+                                radius, unit)
+            cache.update(zip((keys[i] for i in missing), words, strict=True))
+        return np.stack([cache[key] for key in keys])
 
 
 def _validate(shape, scale, orientation, pos_x, pos_y, size) -> tuple[np.ndarray, ...]:
