@@ -220,8 +220,10 @@ def ranking_table(cells, step: int = STANDARD_STEP) -> str:
 ZOOM_FROM = 1200
 
 
-#: Steps of the extended runs (``studies/convergence.py extend``): the long run's and beyond.
-EXTENDED_STEPS = (1200, 2400, 3600, 4800, 9600, 14400, 19200)
+def scored_steps(cells) -> tuple[int, ...]:
+    """Every step at which some run of ``cells`` was scored, ascending."""
+    return tuple(sorted({row["step"] for curves in cells.values() for rows in curves.values()
+                         for row in rows}))
 
 
 def extended_values(cells, keys=("test.recon.bce", "test_decorrelated.recon.bce",
@@ -229,14 +231,15 @@ def extended_values(cells, keys=("test.recon.bce", "test_decorrelated.recon.bce"
                                  "test_decorrelated.mig")) -> str:
     """Mean ± half the seed range of a few headline scores at every extended step, per cell."""
     labels = dict(HEADLINE)
-    lines = ["| model | generator | σ | score | " + " | ".join(f"{s:,}" for s in EXTENDED_STEPS)
-             + " |", "|---|---|---|---|" + "---|" * len(EXTENDED_STEPS)]
+    steps = scored_steps(cells)
+    lines = ["| model | generator | σ | score | " + " | ".join(f"{s:,}" for s in steps)
+             + " |", "|---|---|---|---|" + "---|" * len(steps)]
     for (model, generator, corr), curves in sorted(cells.items()):
         for key in keys:
             series = by_step(curves, key)
             lines.append(f"| {model} | {generator} | {corr} | {labels.get(key, key)} | "
                          + " | ".join(_summary(series[s]) if s in series else ""
-                                      for s in EXTENDED_STEPS) + " |")
+                                      for s in steps) + " |")
     return "\n".join(lines)
 
 
@@ -324,7 +327,7 @@ def write_report(folder: Path, root: Path) -> None:
         text += ["### Beyond the long protocol: two cells trained for 19,200 steps", "",
                  "`python studies/convergence.py extend`: the same criterion with the 19,200-step "
                  "run as the reference (✓: every headline score's mean over seeds within the "
-                 "seed spread at 19,200).", "", table(extended, EXTENDED_STEPS), "",
+                 "seed spread at 19,200).", "", table(extended, scored_steps(extended)), "",
                  "Scores along these runs (mean ± half the seed range):", "",
                  extended_values(extended), ""]
     (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")

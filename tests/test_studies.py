@@ -145,10 +145,11 @@ def test_extended_tables_judge_steps_against_the_longest_run():
         return [{"step": s, "test.recon.bce": b, "test.active_units": 6.0}
                 for s, b in bce_by_step.items()]
 
-    steps = report.EXTENDED_STEPS
+    steps = (1200, 2400, 3600, 4800, 9600, 14400, 19200)
     cells = {("vae", "g", "0.2"): {
         0: rows(dict(zip(steps, [70, 60, 55, 52, 50, 49.0, 48.0], strict=True))),
         1: rows(dict(zip(steps, [71, 61, 56, 53, 51, 48.5, 49.0], strict=True)))}}
+    assert report.scored_steps(cells) == steps
     lines = report.table(cells, steps).splitlines()
     # 14,400's mean (48.75) lies in 19,200's spread 48..49; 9,600's (50.5) does not
     assert lines[2] == "| vae | g | 0.2 | 2 | ✗ bce | ✗ bce | ✗ bce | ✗ bce | ✗ bce | ✓ | ✓ |"
