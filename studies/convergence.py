@@ -15,12 +15,15 @@ started again). ``studies/convergence/lr-schedule/`` keeps the runs that chose t
     python studies/convergence.py run --work /path/to/runs [--commit] [--threads 1]
                                       [--board-work DIR] [--only TEXT]
     python studies/convergence.py extend --work /path/to/runs [--commit]   # beyond `long`
+    python studies/convergence.py batch --work /path/to/runs [--commit]    # batch 64
     python studies/convergence.py report        # docs/protocols.md tables and docs/img/ curves
 
 ``extend`` trains the cells of ``EXTENDED`` 4x longer than ``long`` (19,200 steps, the same
 protocol with ``train.steps`` overridden, so its first 4,800 steps are the long run) and keeps
 them under ``studies/convergence/runs/extended/``: how far the long run itself is from
-converged.
+converged. ``batch`` trains the same cells with 64 images per step for 19,200 steps (the long
+run's images in 4x its steps) and keeps them under ``studies/convergence/runs/batch64/``: what the
+batch size buys.
 
 Cells run in a fixed order: seed 0 of every cell first, then seed 1, then seed 2.
 """
@@ -47,6 +50,12 @@ KEEP = ("curve.json", "metrics.json", "config.json", "status.json")
 EXTENDED = (("vae", "toy-causal", 0.2), ("beta-tcvae", "dsprites-pairs-32", float("inf")))
 EXTENDED_STEPS = 19200
 EXTENDED_AT = (1200, 2400, 3600, 4800, 9600, 14400)
+#: ``batch``: the EXTENDED cells with BATCH images per step instead of 256, for BATCH_STEPS steps
+#: (4x the steps of ``long`` at a quarter of its batch: the long run's 1.2 M images), scored at
+#: BATCH_AT (9,600 steps see the standard run's 614 k images).
+BATCH = 64
+BATCH_STEPS = 19200
+BATCH_AT = (2400, 4800, 9600, 14400)
 
 
 def cells():
@@ -91,22 +100,29 @@ def run(work: Path, commit: bool, only: str | None, board_work: Path | None = No
     return 1 if failures else 0
 
 
-def extend(work: Path, commit: bool, seeds: tuple[int, ...] | None = None) -> int:
-    """Train and keep the ``EXTENDED`` cells (every seed of a cell before the next cell)."""
+def extend(work: Path, commit: bool, seeds: tuple[int, ...] | None = None, *,
+           kind: str = "extended") -> int:
+    """Train and keep the ``EXTENDED`` cells (every seed of a cell before the next cell):
+    ``kind`` "extended" for EXTENDED_STEPS steps of 256 images, "batch64" for BATCH_STEPS
+    steps of BATCH images."""
     from studies.keep import run_and_keep
     from toybench.rundir import RunSpec
 
+    if kind == "extended":
+        overrides, score_at = (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT
+    else:
+        overrides = (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}")
+        score_at = BATCH_AT
     failures = 0
     for model, generator, corr in EXTENDED:
         for seed in SEEDS if seeds is None else seeds:
-            spec = RunSpec(model, generator, corr, seed, "long",
-                           overrides=(f"train.steps={EXTENDED_STEPS}",))
-            kept = STUDY / "extended" / spec.name
+            spec = RunSpec(model, generator, corr, seed, "long", overrides=overrides)
+            kept = STUDY / kind / spec.name
             if (kept / "metrics.json").is_file():
                 continue
             if not run_and_keep(spec, work, kept, KEEP, commit=commit,
-                                message=f"convergence study, extended: {spec.name}",
-                                score_at=EXTENDED_AT):
+                                message=f"convergence study, {kind}: {spec.name}",
+                                score_at=score_at):
                 failures += 1
     return 1 if failures else 0
 
@@ -129,13 +145,19 @@ def main() -> int:
     more.add_argument("--work", type=Path, required=True, help="folder for the run folders")
     more.add_argument("--commit", action="store_true", help="git-commit each finished run")
     more.add_argument("--seeds", default=None, help="run only these seeds (0-2)")
+    small = sub.add_parser("batch", help=f"train the EXTENDED cells at batch {BATCH} for "
+                                         f"{BATCH_STEPS} steps (the images of `long`)")
+    small.add_argument("--work", type=Path, required=True, help="folder for the run folders")
+    small.add_argument("--commit", action="store_true", help="git-commit each finished run")
+    small.add_argument("--seeds", default=None, help="run only these seeds (0-2)")
     sub.add_parser("report", help="write docs/protocols.md's tables and docs/img/ curves")
     args = parser.parse_args()
-    if args.command == "extend":
+    if args.command in ("extend", "batch"):
         from toybench.sweep import parse_seeds
 
         return extend(args.work, args.commit,
-                      None if args.seeds is None else parse_seeds(args.seeds))
+                      None if args.seeds is None else parse_seeds(args.seeds),
+                      kind="extended" if args.command == "extend" else f"batch{BATCH}")
     if args.command == "run":
         if args.threads:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
