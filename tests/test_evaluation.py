@@ -3,6 +3,7 @@ the collapse warnings and the summary table, on the shipped toy-causal generator
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -121,6 +122,46 @@ def test_evaluate_model_scores_equal_the_separate_functions(gen, splits, vae, ev
     pca = metrics.recon.pca_references(splits["train"].images, {"test": images}, 6, seed=0)
     assert m["test.recon.pca_bce"] == pca["test"].bce
     assert m["test.recon.bce_vs_pca"] == recon.bce / pca["test"].bce
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_scores_do_not_depend_on_the_evaluation_schedule(gen, splits, vae, monkeypatch,
+                                                         precision):
+    # One CPU: every score in turn. Two: the DCI fits in a second thread, and in bf16 the
+    # interventional encoding beside them on one torch thread (encoders.one_thread), the
+    # codebook filled in another order. Same scores and importance, bit for bit.
+    calls = []
+    one_thread = encoders.one_thread
+
+    @contextlib.contextmanager
+    def counted():
+        calls.append(torch.get_num_threads())
+        with one_thread():
+            assert torch.get_num_threads() == 1
+            yield
+
+    monkeypatch.setattr(encoders, "one_thread", counted)
+    monkeypatch.setattr("toybench.hardware.cpu_count", lambda: 2)
+    config = dataclasses.replace(TINY, precision=precision)
+    threads = torch.get_num_threads()
+    runs = []
+    for cap in ("1", "2"):
+        monkeypatch.setenv("TOYBENCH_THREADS", cap)
+        runs.append(ev.evaluate_model(vae, gen, splits, seed=0, config=config,
+                                      perturbation_images=0))
+    assert calls == ([threads] if precision == "bf16" else [])  # beside the fits: bf16, 2 CPUs
+    assert torch.get_num_threads() == threads  # restored
+    assert runs[0].metrics == runs[1].metrics
+    assert np.array_equal(runs[0].importance, runs[1].importance)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_codes_on_one_thread_are_the_same_bits(gen, splits, vae, precision):
+    images = splits["test"].images
+    codes = encoders.encode_images(vae, images, precision=precision)
+    with encoders.one_thread():
+        alone = encoders.encode_images(vae, images, precision=precision)
+    assert np.array_equal(codes, alone)
 
 
 def test_pca_model_has_no_elbo_and_no_warnings(gen, splits):

@@ -78,6 +78,18 @@ def test_score_is_the_same_with_dci_beside_the_other_scores_or_after_them(monkey
     assert np.array_equal(importance_beside, importance_after)
 
 
+def test_score_is_its_two_halves():
+    # evaluate._score_splits computes the DCI keys and the rest in different threads
+    from toybench.metrics import dci, dci_scores, score, scores_but_dci
+
+    rng = np.random.default_rng(5)
+    factors = rng.integers(0, 3, size=(400, 2))
+    codes = factors @ rng.normal(size=(2, 4)) + 0.4 * rng.normal(size=(400, 4))
+    halves = {**scores_but_dci(codes, factors), **dci_scores(dci(codes, factors, n_threads=1))}
+    assert halves == score(codes, factors)
+    assert not set(scores_but_dci(codes, factors)) & set(dci_scores(dci(codes, factors)))
+
+
 def test_scores_are_the_same_without_scikit_learns_input_checks():
     # evaluate._small_blas skips scikit-learn's parameter validation and finiteness checks
     # (and uses one BLAS thread) around the evaluation's fits: the values must not move.

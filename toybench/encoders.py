@@ -61,6 +61,23 @@ def model_device(model) -> torch.device:
 
 
 @contextlib.contextmanager
+def one_thread():
+    """torch's intra-op work held to the calling thread, the thread count restored after.
+
+    `toybench.evaluate` encodes the interventional images this way beside the DCI fits, so that
+    each of two cores runs one job: one thread encodes at about 57% of two threads' speed
+    (74,600 against 131,000 images/s on dsprites-pairs-32, bf16, 2-core AVX-512 VM) with the
+    same codes, bit for bit (`tests/test_evaluate.py`).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def inference(model, precision: str):
     """Eval mode, no gradients and the pass's precision on the model's device (see the module
     docstring); yields ``(channels_last, device)`` for the input tensors."""

@@ -131,20 +131,28 @@ QUICK = EvalConfig(
 @contextlib.contextmanager
 def _small_blas():
     """One BLAS thread for the scikit-learn fits (logistic regressions on at most 10,000 × L),
-    and no scikit-learn input checks inside.
+    and no scikit-learn input checks inside (`_sklearn_unchecked`).
 
     Problems this small gain nothing from a second thread, and on shared cores its hand-offs
     made them up to 10x slower (a 500-point LogisticRegression: 264 ms -> 29 ms on the
-    loaded 2-core machine). The scores' inputs are checked before (finite codes, integer
-    factors), so scikit-learn's own parameter validation and finiteness checks are skipped
-    (``config_context``): the hundreds of small ROC AUC and regression calls of one
-    evaluation spent about a third of their time in them. Results are identical; encoders run
-    outside this block.
+    loaded 2-core machine). The BLAS limit holds for the whole process; scikit-learn's
+    settings are per thread, so a worker thread that fits enters `_sklearn_unchecked` itself.
+    """
+    with threadpool_limits(limits=1, user_api="blas"), _sklearn_unchecked():
+        yield
+
+
+@contextlib.contextmanager
+def _sklearn_unchecked():
+    """scikit-learn without its parameter validation and finiteness checks, in this thread.
+
+    The scores' inputs are checked before (finite codes, integer factors), and the hundreds of
+    small ROC AUC and regression calls of one evaluation spent about a third of their time in
+    those checks. Results are identical.
     """
     import sklearn
 
-    with threadpool_limits(limits=1, user_api="blas"), \
-            sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
         yield
 
 
@@ -625,36 +633,96 @@ def _check_concepts(split: str, dataset, generator) -> None:
         )
 
 
-def _split_scores(
-    book: _CodeBook, split: str, dataset, codes: np.ndarray, *, seed: int, config: EvalConfig
-) -> tuple[dict[str, float], np.ndarray]:
+def _score_splits(
+    book: _CodeBook, datasets: Mapping[str, Any], codes: Mapping[str, np.ndarray], *, seed: int,
+    config: EvalConfig, one_thread: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> dict[str, tuple[dict[str, float], np.ndarray]]:
     """Disentanglement, graph-aware and (on ``config.intervention_splits``) interventional
-    scores of one split from its codes ``(n, L)``, and the DCI importance ``(L, K)``."""
-    generator = book.generator
-    with _small_blas():
-        scores, importance = metrics.score_with_importance(
-            codes, dataset.factors, dci_backend=config.dci_backend
-        )
-        graph, latent_of_concept = _graph_scores(codes, dataset.factors, generator)
-    scores.update(graph)
-    if split in config.intervention_splits:
-        rng = seeds.numpy_rng(seed, f"eval.{split}")
-        corr = float(dataset.corr)
-        fvae = _factor_vae_score(book, corr, rng, config)
-        bvae = _beta_vae_score(book, corr, rng, config)
-        scores.update(
-            {
-                "factor_vae.train_accuracy": fvae.train_accuracy,
+    scores of every split from its codes ``(n, L)``: ``{split: (scores, DCI importance (L, K))}``.
+
+    The work per split: the DCI fit (numba; it releases the GIL), the other scores of the codes
+    (single-threaded scikit-learn and numpy) and the interventional scores, which render and
+    encode about 10^5 images. With a second CPU and the fast DCI backend, a second thread fits
+    every split's DCI, one after the other, beside the rest. With ``one_thread`` (a context
+    manager that holds the encoder to one thread, as `toybench.encoders.one_thread` does for a
+    toybench model) the interventional encoding runs beside the fits too, and the second thread
+    then also scores the later half of the splits' codes, so that both cores stay busy; without
+    it, the encoder runs after the fits with all its threads. No score depends on the schedule:
+    a DCI fit gives the same bits on any number of threads, the encoder's codes are the same
+    on one thread (`tests/test_evaluate.py` checks both ways), and each split's interventional
+    scores draw from their own stream in the same order. Beside the fits the codebook fills in
+    another order (both splits' FactorVAE and BetaVAE images before the consistency pairs), so
+    its batches differ: `evaluate_model` gives ``one_thread`` only to bf16 passes, whose codes do
+    not depend on the batch (fp32 codes of a batch of a few images do, in the last bits).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toybench.hardware import available_threads
+
+    names = list(datasets)
+    inter = [name for name in names if name in config.intervention_splits]
+    rngs = {name: seeds.numpy_rng(seed, f"eval.{name}") for name in inter}
+    parallel = config.dci_backend == "fast" and available_threads() > 1
+    beside = parallel and one_thread is not None  # the encoder can run beside the fits
+    tail = names[(len(names) + 1) // 2 :] if beside else []  # codes scored by the 2nd thread
+
+    def fit(name: str):
+        return metrics.dci(codes[name], datasets[name].factors, backend=config.dci_backend,
+                           n_threads=1 if beside else None)
+
+    def observational(name: str) -> tuple[dict[str, float], np.ndarray]:
+        with _sklearn_unchecked():
+            scores = metrics.scores_but_dci(codes[name], datasets[name].factors)
+            graph, latent_of_concept = _graph_scores(codes[name], datasets[name].factors,
+                                                     book.generator)
+        return {**scores, **graph}, latent_of_concept
+
+    def interventional(name: str) -> dict[str, float]:
+        corr = float(datasets[name].corr)
+        fvae = _factor_vae_score(book, corr, rngs[name], config)
+        bvae = _beta_vae_score(book, corr, rngs[name], config)
+        return {"factor_vae.train_accuracy": fvae.train_accuracy,
                 "factor_vae.eval_accuracy": fvae.eval_accuracy,
                 "factor_vae.n_active": float(fvae.n_active),
                 "beta_vae.train_accuracy": bvae.train_accuracy,
-                "beta_vae.eval_accuracy": bvae.eval_accuracy,
-            }
-        )
-        scores.update(
-            _consistency_scores(book, latent_of_concept, corr, rng, config.consistency_pairs)
-        )
-    return {key: float(value) for key, value in scores.items()}, importance
+                "beta_vae.eval_accuracy": bvae.eval_accuracy}
+
+    def consistency(name: str) -> dict[str, float]:  # needs the split's concept assignment
+        return _consistency_scores(book, observed[name][1], float(datasets[name].corr),
+                                   rngs[name], config.consistency_pairs)
+
+    def second_thread():
+        return {name: fit(name) for name in names}, {name: observational(name) for name in tail}
+
+    fits: dict[str, Any] = {}
+    observed: dict[str, tuple[dict[str, float], np.ndarray]] = {}
+    intervened: dict[str, dict[str, float]] = {}
+    with _small_blas():
+        if parallel:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(second_thread)
+                observed.update({name: observational(name) for name in names if name not in tail})
+                if beside:
+                    with one_thread():
+                        intervened.update({name: interventional(name) for name in inter})
+                fitted, scored = pending.result()
+            fits.update(fitted)
+            observed.update(scored)
+        else:
+            for name in names:
+                fits[name], observed[name] = fit(name), observational(name)
+    for name in inter:
+        # split by split, as the codebook's batches were always formed
+        if name not in intervened:
+            intervened[name] = interventional(name)
+        intervened[name].update(consistency(name))
+
+    out = {}
+    for name in names:
+        scores = {**observed[name][0], **metrics.dci_scores(fits[name]),
+                  **intervened.get(name, {})}
+        out[name] = ({key: float(value) for key, value in scores.items()}, fits[name].importance)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -767,7 +835,12 @@ def evaluate_model(
 
     return _evaluate(encode, generator, splits, seed=seed, config=config, decode=decode,
                      n_codes=int(model.n_codes), elbo=elbo, reference=reference,
-                     perturbation_images=perturbation_images)
+                     perturbation_images=perturbation_images,
+                     # bf16 codes are the same bits whatever the batch an image is encoded in;
+                     # fp32 codes of a batch of 1-7 images differ in the last bits, so an fp32
+                     # evaluation keeps the codebook's batches as they always were (after the
+                     # DCI fits, split by split)
+                     one_thread=encoders.one_thread if config.precision == "bf16" else None)
 
 
 def evaluate_functions(
@@ -825,7 +898,7 @@ def evaluate_functions(
 
 
 def _evaluate(encode, generator, splits, *, seed, config, decode, n_codes, elbo, reference,
-              perturbation_images) -> Evaluation:
+              perturbation_images, one_thread=None) -> Evaluation:
     eval_sets = {name: ds for name, ds in splits.items() if name != TRAIN_SPLIT}
     if not eval_sets:
         raise ToybenchError(f"no split to evaluate: got only {list(splits)}")
@@ -845,8 +918,9 @@ def _evaluate(encode, generator, splits, *, seed, config, decode, n_codes, elbo,
             raise ToybenchError(f"encoder returned {width} codes per image on split {name!r}, "
                                 f"expected n_codes={n_codes}")
         n_codes = width
-        scores, split_importance = _split_scores(book, name, dataset, codes[name], seed=seed,
-                                                 config=config)
+    scored = _score_splits(book, eval_sets, codes, seed=seed, config=config,
+                           one_thread=one_thread)
+    for name, (scores, split_importance) in scored.items():
         if name == MAIN_SPLIT:
             importance = split_importance
         out.update({f"{name}.{key}": value for key, value in scores.items()})
@@ -1168,10 +1242,12 @@ def evaluate_encoder(
     """
     out: dict[str, float] = {}
     book = _CodeBook(encode, generator, config.encode_batch)  # codes are shared by all splits
+    codes = {}
     for split, dataset in datasets.items():
         _check_concepts(split, dataset, generator)
-        codes = encode_images(encode, dataset.images, batch=config.encode_batch)
-        scores, _ = _split_scores(book, split, dataset, codes, seed=seed, config=config)
+        codes[split] = encode_images(encode, dataset.images, batch=config.encode_batch)
+    for split, (scores, _) in _score_splits(book, datasets, codes, seed=seed,
+                                            config=config).items():
         out.update({f"{split}.{key}": value for key, value in scores.items()})
     return out
 

@@ -136,25 +136,32 @@ def score_with_importance(
         # other scores (single-threaded scikit-learn and numpy); each result is the same either way.
         pending = pool.submit(dci, codes, factors, backend=dci_backend) \
             if available_threads() > 1 and dci_backend == "fast" else None
-        explicit = explicitness(codes, factors)
-        units = active_units(codes, threshold=active_threshold)
-        others = {"mig": mig(codes, factors),
-                  "mig.active": mig_active(codes, factors, active=units.active),
-                  "sap": sap(codes, factors), "modularity": modularity(codes, factors)}
+        others = scores_but_dci(codes, factors, active_threshold=active_threshold)
         dci_result = dci(codes, factors, backend=dci_backend) if pending is None \
             else pending.result()
-    scores = {
-        **others,
-        "explicitness_train": explicit.train,
-        "explicitness_test": explicit.test,
-        "dci.disentanglement": dci_result.disentanglement,
-        "dci.completeness": dci_result.completeness,
-        "dci.informativeness_train": dci_result.informativeness_train,
-        "dci.informativeness_test": dci_result.informativeness_test,
-        "active_units": float(units.n_active),
-        "active_units.fraction": units.fraction,
-    }
-    return scores, dci_result.importance
+    return {**others, **dci_scores(dci_result)}, dci_result.importance
+
+
+def scores_but_dci(codes, factors, *, active_threshold: float = ACTIVE_THRESHOLD
+                   ) -> dict[str, float]:
+    """The keys of `score` except ``dci.*``: MIG (both), SAP, modularity, explicitness and the
+    active units."""
+    codes, factors = check_inputs(codes, factors)
+    explicit = explicitness(codes, factors)
+    units = active_units(codes, threshold=active_threshold)
+    return {"mig": mig(codes, factors),
+            "mig.active": mig_active(codes, factors, active=units.active),
+            "sap": sap(codes, factors), "modularity": modularity(codes, factors),
+            "explicitness_train": explicit.train, "explicitness_test": explicit.test,
+            "active_units": float(units.n_active), "active_units.fraction": units.fraction}
+
+
+def dci_scores(result: DCIResult) -> dict[str, float]:
+    """The ``dci.*`` keys of `score` from one `dci` result."""
+    return {"dci.disentanglement": result.disentanglement,
+            "dci.completeness": result.completeness,
+            "dci.informativeness_train": result.informativeness_train,
+            "dci.informativeness_test": result.informativeness_test}
 
 
 __all__ = [
@@ -180,6 +187,7 @@ __all__ = [
     "concept_assignment",
     "dag_leakage",
     "dci",
+    "dci_scores",
     "disentanglement",
     "errors_per_image",
     "explicitness",
@@ -206,4 +214,5 @@ __all__ = [
     "sap_matrix",
     "score",
     "score_with_importance",
+    "scores_but_dci",
 ]
