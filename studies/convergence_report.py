@@ -243,6 +243,39 @@ def extended_values(cells, keys=("test.recon.bce", "test_decorrelated.recon.bce"
     return "\n".join(lines)
 
 
+def batch_table(batch, reference, ratio: int = 4) -> str:
+    """Per cell and headline score: the small-batch runs (``batch``, ``ratio`` times fewer images
+    per step) beside the reference runs at the same number of images (step / ``ratio``), mean
+    over seeds; ``*`` marks a mean outside the reference's seed spread at its last step."""
+    steps = scored_steps(batch)
+    lines = ["| model | generator | σ | score | " + " | ".join(
+        f"{s:,} / {s // ratio:,}" for s in steps) + " | reference's last step |",
+             "|---|---|---|---|" + "---|" * (len(steps) + 1)]
+    for cell, curves in sorted(batch.items()):
+        if cell not in reference:
+            continue
+        for key, label in headline_keys(curves):
+            mine, theirs = by_step(curves, key), by_step(reference[cell], key)
+            if not theirs:
+                continue
+            last = max(theirs)
+            low, high = min(theirs[last]), max(theirs[last])
+            row = []
+            for step in steps:
+                values = mine.get(step)
+                if values is None:
+                    row.append("")
+                    continue
+                mean = sum(values) / len(values)
+                mark = "" if low - 1e-12 <= mean <= high + 1e-12 else "*"
+                other = theirs.get(step // ratio)
+                row.append(f"{mean:.3g}{mark} / "
+                           + ("—" if other is None else f"{sum(other) / len(other):.3g}"))
+            lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]} | {label} | " + " | ".join(row)
+                         + f" | {_summary(theirs[last])} |")
+    return "\n".join(lines)
+
+
 def plot(cells, generator: str, corr: str, path: Path, what: str = "the long runs") -> None:
     import matplotlib
 
@@ -330,4 +363,14 @@ def write_report(folder: Path, root: Path) -> None:
                  "seed spread at 19,200).", "", table(extended, scored_steps(extended)), "",
                  "Scores along these runs (mean ± half the seed range):", "",
                  extended_values(extended), ""]
+        batch = load_curves(folder, "batch64")
+        if batch:
+            text += ["### What a smaller batch buys: the same cells at 64 images per step", "",
+                     "`python studies/convergence.py batch`: the extended cells trained with 64 "
+                     "instead of 256 images per step for 19,200 steps (the long run's images). "
+                     "Each entry: the batch-64 run after S steps / the 256-batch run after the "
+                     "same images (S / 4 steps; — where it was not scored), means over 3 seeds; "
+                     "`*`: the batch-64 mean lies outside the seed spread of the 256-batch run "
+                     "at 19,200 steps (last column, mean ± half the range).", "",
+                     batch_table(batch, extended), ""]
     (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")

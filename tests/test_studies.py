@@ -156,3 +156,19 @@ def test_extended_tables_judge_steps_against_the_longest_run():
     values = report.extended_values(cells, keys=("test.recon.bce",)).splitlines()
     assert values[2] == ("| vae | g | 0.2 | bce | 70.5 ± 0.5 | 60.5 ± 0.5 | 55.5 ± 0.5 | "
                          "52.5 ± 0.5 | 50.5 ± 0.5 | 48.8 ± 0.25 | 48.5 ± 0.5 |")
+
+
+def test_batch_table_compares_at_equal_images_against_the_reference_spread():
+    from studies import convergence_report as report
+
+    def rows(bce_by_step):
+        return [{"step": s, "test.recon.bce": b} for s, b in bce_by_step.items()]
+
+    reference = {("vae", "g", "0.2"): {0: rows({1200: 60, 4800: 50, 19200: 44}),
+                                        1: rows({1200: 62, 4800: 52, 19200: 46})}}
+    batch = {("vae", "g", "0.2"): {0: rows({4800: 55, 19200: 45}),
+                                    1: rows({4800: 57, 19200: 46})}}
+    lines = report.batch_table(batch, reference).splitlines()
+    assert lines[0].startswith("| model | generator | σ | score | 4,800 / 1,200 | 19,200 / 4,800 |")
+    # 4,800 small steps = 1,200 reference steps (61); 56 lies outside 44..46, 45.5 inside
+    assert lines[2] == "| vae | g | 0.2 | bce | 56* / 61 | 45.5 / 51 | 45 ± 1 |"
