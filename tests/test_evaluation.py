@@ -128,19 +128,19 @@ def test_evaluate_model_scores_equal_the_separate_functions(gen, splits, vae, ev
 def test_scores_do_not_depend_on_the_evaluation_schedule(gen, splits, vae, monkeypatch,
                                                          precision):
     # One CPU: every score in turn. Two: the DCI fits in a second thread, and in bf16 the
-    # interventional encoding beside them on one torch thread (encoders.one_thread), the
+    # interventional encoding beside them on one torch thread (encoders.torch_threads), the
     # codebook filled in another order. Same scores and importance, bit for bit.
     calls = []
-    one_thread = encoders.one_thread
+    torch_threads = encoders.torch_threads
 
     @contextlib.contextmanager
-    def counted():
-        calls.append(torch.get_num_threads())
-        with one_thread():
+    def counted(n):
+        calls.append(n)
+        with torch_threads(n):
             assert torch.get_num_threads() == 1
             yield
 
-    monkeypatch.setattr(encoders, "one_thread", counted)
+    monkeypatch.setattr(encoders, "torch_threads", counted)
     monkeypatch.setattr("toybench.hardware.cpu_count", lambda: 2)
     config = dataclasses.replace(TINY, precision=precision)
     threads = torch.get_num_threads()
@@ -149,7 +149,7 @@ def test_scores_do_not_depend_on_the_evaluation_schedule(gen, splits, vae, monke
         monkeypatch.setenv("TOYBENCH_THREADS", cap)
         runs.append(ev.evaluate_model(vae, gen, splits, seed=0, config=config,
                                       perturbation_images=0))
-    assert calls == ([threads] if precision == "bf16" else [])  # beside the fits: bf16, 2 CPUs
+    assert calls == ([1] if precision == "bf16" else [])  # beside the fits: bf16, 2 CPUs
     assert torch.get_num_threads() == threads  # restored
     assert runs[0].metrics == runs[1].metrics
     assert np.array_equal(runs[0].importance, runs[1].importance)
@@ -159,7 +159,7 @@ def test_scores_do_not_depend_on_the_evaluation_schedule(gen, splits, vae, monke
 def test_codes_on_one_thread_are_the_same_bits(gen, splits, vae, precision):
     images = splits["test"].images
     codes = encoders.encode_images(vae, images, precision=precision)
-    with encoders.one_thread():
+    with encoders.torch_threads(1):
         alone = encoders.encode_images(vae, images, precision=precision)
     assert np.array_equal(codes, alone)
 

@@ -61,16 +61,16 @@ def model_device(model) -> torch.device:
 
 
 @contextlib.contextmanager
-def one_thread():
-    """torch's intra-op work held to the calling thread, the thread count restored after.
+def torch_threads(n: int):
+    """torch's intra-op work held to ``n`` threads, the thread count restored after.
 
-    `toybench.evaluate` encodes the interventional images this way beside the DCI fits, so that
-    each of two cores runs one job: one thread encodes at about 57% of two threads' speed
-    (74,600 against 131,000 images/s on dsprites-pairs-32, bf16, 2-core AVX-512 VM) with the
-    same codes, bit for bit (`tests/test_evaluate.py`).
+    `toybench.evaluate` encodes the interventional images this way beside the DCI fits, half
+    the CPUs each, so that on 2 cores each runs one job: one thread encodes at about 57% of two
+    threads' speed (74,600 against 131,000 images/s on dsprites-pairs-32, bf16, 2-core AVX-512
+    VM) with the same codes, bit for bit (`tests/test_evaluation.py`).
     """
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:

@@ -635,7 +635,8 @@ def _check_concepts(split: str, dataset, generator) -> None:
 
 def _score_splits(
     book: _CodeBook, datasets: Mapping[str, Any], codes: Mapping[str, np.ndarray], *, seed: int,
-    config: EvalConfig, one_thread: Callable[[], contextlib.AbstractContextManager] | None = None,
+    config: EvalConfig,
+    encoder_threads: Callable[[int], contextlib.AbstractContextManager] | None = None,
 ) -> dict[str, tuple[dict[str, float], np.ndarray]]:
     """Disentanglement, graph-aware and (on ``config.intervention_splits``) interventional
     scores of every split from its codes ``(n, L)``: ``{split: (scores, DCI importance (L, K))}``.
@@ -643,18 +644,19 @@ def _score_splits(
     The work per split: the DCI fit (numba; it releases the GIL), the other scores of the codes
     (single-threaded scikit-learn and numpy) and the interventional scores, which render and
     encode about 10^5 images. With a second CPU and the fast DCI backend, a second thread fits
-    every split's DCI, one after the other, beside the rest. With ``one_thread`` (a context
-    manager that holds the encoder to one thread, as `toybench.encoders.one_thread` does for a
-    toybench model) the interventional encoding runs beside the fits too, and the second thread
-    then also scores the later half of the splits' codes, so that both cores stay busy; without
-    it, the encoder runs after the fits with all its threads. No score depends on the schedule:
-    a DCI fit gives the same bits on any number of threads, the encoder's codes are the same
-    on one thread (`tests/test_evaluate.py` checks both ways), and each split's interventional
+    every split's DCI, one after the other, beside the rest. With ``encoder_threads`` (a context
+    manager that holds the encoder to n threads, as `toybench.encoders.torch_threads` does for
+    a toybench model) the interventional encoding runs beside the fits too, on half the CPUs
+    (the fits on the other half), and the second thread then also scores the later half of the
+    splits' codes, so that both halves stay busy; without it, the encoder runs after the fits
+    with all its threads. No score depends on the schedule: a DCI fit gives the same bits on
+    any number of threads, so do the encoder's codes (`tests/test_evaluation.py` checks the
+    one- and two-CPU schedules against each other), and each split's interventional
     scores draw from their own stream in the same order. Beside the fits the codebook fills in
     another order (both splits' FactorVAE and BetaVAE images before the consistency pairs), so
-    its batches differ: `evaluate_model` gives ``one_thread`` only to bf16 passes, whose codes do
-    not depend on the batch (fp32 codes of a batch of a few images do, in the last bits).
-    """
+    its batches differ: `evaluate_model` gives ``encoder_threads`` only to bf16 passes, whose
+    codes do not depend on the batch (fp32 codes of a batch of a few images do, in the last
+    bits)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from toybench.hardware import available_threads
@@ -662,13 +664,14 @@ def _score_splits(
     names = list(datasets)
     inter = [name for name in names if name in config.intervention_splits]
     rngs = {name: seeds.numpy_rng(seed, f"eval.{name}") for name in inter}
-    parallel = config.dci_backend == "fast" and available_threads() > 1
-    beside = parallel and one_thread is not None  # the encoder can run beside the fits
+    cpus = available_threads()
+    parallel = config.dci_backend == "fast" and cpus > 1
+    beside = parallel and encoder_threads is not None  # the encoder can run beside the fits
     tail = names[(len(names) + 1) // 2 :] if beside else []  # codes scored by the 2nd thread
 
     def fit(name: str):
         return metrics.dci(codes[name], datasets[name].factors, backend=config.dci_backend,
-                           n_threads=1 if beside else None)
+                           n_threads=cpus - cpus // 2 if beside else None)
 
     def observational(name: str) -> tuple[dict[str, float], np.ndarray]:
         with _sklearn_unchecked():
@@ -703,7 +706,7 @@ def _score_splits(
                 pending = pool.submit(second_thread)
                 observed.update({name: observational(name) for name in names if name not in tail})
                 if beside:
-                    with one_thread():
+                    with encoder_threads(cpus // 2):
                         intervened.update({name: interventional(name) for name in inter})
                 fitted, scored = pending.result()
             fits.update(fitted)
@@ -840,7 +843,8 @@ def evaluate_model(
                      # fp32 codes of a batch of 1-7 images differ in the last bits, so an fp32
                      # evaluation keeps the codebook's batches as they always were (after the
                      # DCI fits, split by split)
-                     one_thread=encoders.one_thread if config.precision == "bf16" else None)
+                     encoder_threads=encoders.torch_threads if config.precision == "bf16"
+                     else None)
 
 
 def evaluate_functions(
@@ -898,7 +902,7 @@ def evaluate_functions(
 
 
 def _evaluate(encode, generator, splits, *, seed, config, decode, n_codes, elbo, reference,
-              perturbation_images, one_thread=None) -> Evaluation:
+              perturbation_images, encoder_threads=None) -> Evaluation:
     eval_sets = {name: ds for name, ds in splits.items() if name != TRAIN_SPLIT}
     if not eval_sets:
         raise ToybenchError(f"no split to evaluate: got only {list(splits)}")
@@ -919,7 +923,7 @@ def _evaluate(encode, generator, splits, *, seed, config, decode, n_codes, elbo,
                                 f"expected n_codes={n_codes}")
         n_codes = width
     scored = _score_splits(book, eval_sets, codes, seed=seed, config=config,
-                           one_thread=one_thread)
+                           encoder_threads=encoder_threads)
     for name, (scores, split_importance) in scored.items():
         if name == MAIN_SPLIT:
             importance = split_importance
