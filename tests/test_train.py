@@ -927,7 +927,7 @@ class InterruptedVAE(TinyVAE):
 
 
 @pytest.mark.parametrize("how", ["raise", "signal", "mid-step"])
-def test_ctrl_c_checkpoints_the_last_step_and_resumes_exactly(tmp_path, how):
+def test_ctrl_c_checkpoints_the_last_step_and_resumes_exactly(tmp_path, how, request):
     cfg = _config(log_every=1)
     full_model = _model()
     full = train(full_model, _images(), cfg, seed=2)
@@ -935,6 +935,12 @@ def test_ctrl_c_checkpoints_the_last_step_and_resumes_exactly(tmp_path, how):
     # what train() must restore: Python's default, or SIG_IGN where the process was started in
     # the background by a shell without job control (nohup ... &)
     before = signal.getsignal(signal.SIGINT)
+    if how == "signal" and before is not signal.default_int_handler:
+        # a real SIGINT needs Python's handler, which such a process lacks (it ignores Ctrl-C,
+        # and so does train()): give it back for this case, as an interactive shell would
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
+        before = signal.default_int_handler
     if how == "mid-step":
         torch.manual_seed(0)
         model, on_log = InterruptedVAE(at_step=7), None  # the 8th step (index 7) is cut
