@@ -56,6 +56,14 @@ EXTENDED_AT = (1200, 2400, 3600, 4800, 9600, 14400)
 BATCH = 64
 BATCH_STEPS = 19200
 BATCH_AT = (2400, 4800, 9600, 14400)
+#: subcommand -> (kept folder under runs/, overrides of the long protocol, steps scored, help)
+LONGER = {
+    "extend": ("extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT,
+               f"train the EXTENDED cells for {EXTENDED_STEPS} steps"),
+    "batch": (f"batch{BATCH}", (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}"),
+              BATCH_AT, f"train the EXTENDED cells at batch {BATCH} for {BATCH_STEPS} steps "
+                        "(the images of `long`)"),
+}
 
 
 def cells():
@@ -101,18 +109,13 @@ def run(work: Path, commit: bool, only: str | None, board_work: Path | None = No
 
 
 def extend(work: Path, commit: bool, seeds: tuple[int, ...] | None = None, *,
-           kind: str = "extended") -> int:
-    """Train and keep the ``EXTENDED`` cells (every seed of a cell before the next cell):
-    ``kind`` "extended" for EXTENDED_STEPS steps of 256 images, "batch64" for BATCH_STEPS
-    steps of BATCH images."""
+           command: str = "extend") -> int:
+    """Train and keep the ``EXTENDED`` cells as ``LONGER[command]`` says (every seed of a cell
+    before the next cell)."""
     from studies.keep import run_and_keep
     from toybench.rundir import RunSpec
 
-    if kind == "extended":
-        overrides, score_at = (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT
-    else:
-        overrides = (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}")
-        score_at = BATCH_AT
+    kind, overrides, score_at, _ = LONGER[command]
     failures = 0
     for model, generator, corr in EXTENDED:
         for seed in SEEDS if seeds is None else seeds:
@@ -141,23 +144,19 @@ def main() -> int:
                          "standard run (studies/leaderboards.py), run folders here")
     go.add_argument("--only", default=None, help="run only cells whose 'model generator' "
                                                  "contains this text")
-    more = sub.add_parser("extend", help=f"train the EXTENDED cells for {EXTENDED_STEPS} steps")
-    more.add_argument("--work", type=Path, required=True, help="folder for the run folders")
-    more.add_argument("--commit", action="store_true", help="git-commit each finished run")
-    more.add_argument("--seeds", default=None, help="run only these seeds (0-2)")
-    small = sub.add_parser("batch", help=f"train the EXTENDED cells at batch {BATCH} for "
-                                         f"{BATCH_STEPS} steps (the images of `long`)")
-    small.add_argument("--work", type=Path, required=True, help="folder for the run folders")
-    small.add_argument("--commit", action="store_true", help="git-commit each finished run")
-    small.add_argument("--seeds", default=None, help="run only these seeds (0-2)")
+    for command, (*_, text) in LONGER.items():
+        more = sub.add_parser(command, help=text)
+        more.add_argument("--work", type=Path, required=True, help="folder for the run folders")
+        more.add_argument("--commit", action="store_true", help="git-commit each finished run")
+        more.add_argument("--seeds", default=None, help="run only these seeds (0-2)")
     sub.add_parser("report", help="write docs/protocols.md's tables and docs/img/ curves")
     args = parser.parse_args()
-    if args.command in ("extend", "batch"):
+    if args.command in LONGER:
         from toybench.sweep import parse_seeds
 
         return extend(args.work, args.commit,
                       None if args.seeds is None else parse_seeds(args.seeds),
-                      kind="extended" if args.command == "extend" else f"batch{BATCH}")
+                      command=args.command)
     if args.command == "run":
         if args.threads:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

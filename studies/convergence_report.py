@@ -81,13 +81,16 @@ def outside_spread(curves: dict[int, list[dict]]) -> dict[int, list[str]]:
         if not series:
             continue
         last = max(series)
-        low, high = min(series[last]), max(series[last])
         for step, values in series.items():
-            mean = sum(values) / len(values)
             out.setdefault(step, [])
-            if not low - 1e-12 <= mean <= high + 1e-12:
+            if not _within(sum(values) / len(values), series[last]):
                 out[step].append(label)
     return out
+
+
+def _within(mean: float, values: list[float]) -> bool:
+    """The criterion's test: ``mean`` lies in the seed spread ``min..max`` of ``values``."""
+    return min(values) - 1e-12 <= mean <= max(values) + 1e-12
 
 
 def _seeds(n: int) -> str:
@@ -259,7 +262,6 @@ def batch_table(batch, reference, ratio: int = 4) -> str:
             if not theirs:
                 continue
             last = max(theirs)
-            low, high = min(theirs[last]), max(theirs[last])
             row = []
             for step in steps:
                 values = mine.get(step)
@@ -267,7 +269,7 @@ def batch_table(batch, reference, ratio: int = 4) -> str:
                     row.append("")
                     continue
                 mean = sum(values) / len(values)
-                mark = "" if low - 1e-12 <= mean <= high + 1e-12 else "*"
+                mark = "" if _within(mean, theirs[last]) else "*"
                 other = theirs.get(step // ratio)
                 row.append(f"{mean:.3g}{mark} / "
                            + ("—" if other is None else f"{sum(other) / len(other):.3g}"))
