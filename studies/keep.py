@@ -16,6 +16,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cli(main) -> int:
+    """``main()``'s exit code, a `toybench.errors.ToybenchError` (a bad ``--seeds`` or ``--corr``)
+    printed as one ``error:`` line on stderr with exit code 2, as toybench's own CLI does."""
+    import sys
+
+    from toybench.errors import ToybenchError
+
+    try:
+        return main()
+    except ToybenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def run_and_keep(spec, work: Path, kept: Path, names: tuple[str, ...], *, commit: bool,
                  message: str, note: str = "", **execute_kwargs) -> bool:
     """``toybench.runs.execute(spec, work, ...)`` (a started run resumes unless

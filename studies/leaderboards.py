@@ -389,4 +389,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.exit(main())
+    from studies.keep import cli
+
+    sys.exit(cli(main))

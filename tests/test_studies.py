@@ -172,3 +172,16 @@ def test_batch_table_compares_at_equal_images_against_the_reference_spread():
     assert lines[0].startswith("| model | generator | σ | score | 4,800 / 1,200 | 19,200 / 4,800 |")
     # 4,800 small steps = 1,200 reference steps (61); 56 lies outside 44..46, 45.5 inside
     assert lines[2] == "| vae | g | 0.2 | bce | 56* / 61 | 45.5 / 51 | 45 ± 1 |"
+
+
+@pytest.mark.parametrize("argv", [["studies/convergence.py", "batch", "--seeds", "abc"],
+                                  ["studies/leaderboards.py", "run", "--corr", "zz"]])
+def test_study_drivers_refuse_bad_values_in_one_line(tmp_path, argv):
+    import subprocess
+
+    work = tmp_path / "work"
+    done = subprocess.run([sys.executable, *argv, "--work", str(work)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr and not work.exists()
