@@ -839,10 +839,7 @@ def evaluate_model(
     return _evaluate(encode, generator, splits, seed=seed, config=config, decode=decode,
                      n_codes=int(model.n_codes), elbo=elbo, reference=reference,
                      perturbation_images=perturbation_images,
-                     # bf16 codes are the same bits whatever the batch an image is encoded in;
-                     # fp32 codes of a batch of 1-7 images differ in the last bits, so an fp32
-                     # evaluation keeps the codebook's batches as they always were (after the
-                     # DCI fits, split by split)
+                     # bf16 only: why, in _score_splits
                      encoder_threads=encoders.torch_threads if config.precision == "bf16"
                      else None)
 
