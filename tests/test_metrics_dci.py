@@ -103,3 +103,30 @@ def test_scores_are_the_same_without_scikit_learns_input_checks():
     with _small_blas():
         unchecked = score_with_importance(codes, factors)[0]
     assert checked == unchecked
+
+
+def test_prepare_loads_the_boosting_core_that_the_fits_then_use():
+    # A fresh interpreter: `toybench run` calls prepare() at start-up so that its scoring phase
+    # does not load numba's code. The warm-up must compile/load the very signature real fits
+    # use (else the first fit would still load or compile another one).
+    import subprocess
+    import sys
+
+    program = """
+import sys
+import numpy as np
+from toybench.metrics.dci import dci, prepare
+prepare("reference")
+assert "toybench.metrics._gbm" not in sys.modules, "the reference backend needs no numba"
+prepare("fast")
+from toybench.metrics import _gbm
+before = list(_gbm._boost.signatures)
+rng = np.random.default_rng(0)
+codes = rng.normal(size=(400, 3))
+factors = np.column_stack([rng.integers(0, k, 400) for k in (2, 5)])
+dci(codes, factors, n_threads=1)
+print(len(before), len(_gbm._boost.signatures))
+"""
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["1", "1"]
