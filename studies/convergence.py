@@ -16,6 +16,7 @@ started again). ``studies/convergence/lr-schedule/`` keeps the runs that chose t
                                       [--board-work DIR] [--only TEXT]
     python studies/convergence.py extend --work /path/to/runs [--commit]   # beyond `long`
     python studies/convergence.py batch --work /path/to/runs [--commit]    # batch 64
+    python studies/convergence.py batch-long --work /path/to/runs [--commit]  # its reference
     python studies/convergence.py report        # docs/protocols.md tables and docs/img/ curves
 
 ``extend`` trains the cells of ``EXTENDED`` 4x longer than ``long`` (19,200 steps, the same
@@ -23,7 +24,8 @@ protocol with ``train.steps`` overridden, so its first 4,800 steps are the long 
 them under ``studies/convergence/runs/extended/``: how far the long run itself is from
 converged. ``batch`` trains the same cells with 64 images per step for 19,200 steps (the long
 run's images in 4x its steps) and keeps them under ``studies/convergence/runs/batch64/``: what the
-batch size buys.
+batch size buys. ``batch-long`` trains them at batch 64 for twice that (38,400 steps, kept under
+``runs/batch64-long/``), the reference that says whether 64 x 19,200 is converged.
 
 Cells run in a fixed order: seed 0 of every cell first, then seed 1, then seed 2.
 """
@@ -56,6 +58,10 @@ EXTENDED_AT = (1200, 2400, 3600, 4800, 9600, 14400)
 BATCH = 64
 BATCH_STEPS = 19200
 BATCH_AT = (2400, 4800, 9600, 14400)
+#: ``batch-long``: the batch-64 cells trained twice as long (2.5 M images), scored on the way
+#: (19,200 steps = the ``batch`` run): is batch 64 x 19,200 converged by the criterion?
+BATCH_LONG_STEPS = 2 * BATCH_STEPS
+BATCH_LONG_AT = (*BATCH_AT, BATCH_STEPS, 28800)
 #: subcommand -> (kept folder under runs/, overrides of the long protocol, steps scored, help)
 LONGER = {
     "extend": ("extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT,
@@ -63,6 +69,10 @@ LONGER = {
     "batch": (f"batch{BATCH}", (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}"),
               BATCH_AT, f"train the EXTENDED cells at batch {BATCH} for {BATCH_STEPS} steps "
                         "(the images of `long`)"),
+    "batch-long": (f"batch{BATCH}-long",
+                   (f"train.steps={BATCH_LONG_STEPS}", f"train.batch_size={BATCH}"),
+                   BATCH_LONG_AT, f"train the EXTENDED cells at batch {BATCH} for "
+                                  f"{BATCH_LONG_STEPS} steps (the reference of `batch`)"),
 }
 
 
