@@ -21,6 +21,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from studies.convergence import BATCH_STEPS
+
 #: (curve key, short label) of the headline scores; the entanglement of each correlated pair
 #: is added per generator (every ``test_decorrelated.entanglement.<a>-<b>`` key).
 HEADLINE = (
@@ -38,7 +40,8 @@ PAIR_PREFIX = "test_decorrelated.entanglement."
 def load_curves(folder: Path, kind: str = "long"
                 ) -> dict[tuple[str, str, str], dict[int, list[dict]]]:
     """``{(model, generator, corr): {seed: curve rows}}`` of the finished runs in
-    ``folder/<kind>/`` (``long``: the study; ``extended``: its cells trained 4x longer)."""
+    ``folder/<kind>/`` (``long``: the study; ``extended``: its cells trained 4x longer;
+    ``batch64`` and ``batch64-long``: those cells at batch 64)."""
     cells: dict[tuple[str, str, str], dict[int, list[dict]]] = defaultdict(dict)
     for path in sorted(folder.glob(f"{kind}/*/curve.json")):
         metrics_path = path.with_name("metrics.json")
@@ -278,7 +281,10 @@ def batch_table(batch, reference, ratio: int = 4) -> str:
     return "\n".join(lines)
 
 
-def plot(cells, generator: str, corr: str, path: Path, what: str = "the long runs") -> None:
+def plot(cells, generator: str, corr: str, path: Path, what: str = "the long runs",
+         mark: tuple[int, str] = (STANDARD_STEP, "standard")) -> None:
+    """One panel per headline score; the dotted line is at ``mark``'s step, named in the
+    axis label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,8 +319,8 @@ def plot(cells, generator: str, corr: str, path: Path, what: str = "the long run
             title = f"{label}, y range of steps ≥ {ZOOM_FROM:,}"
         ax.set_title(title, fontsize=10)
         ax.set_xscale("log", base=2)
-        ax.axvline(STANDARD_STEP, color="grey", linestyle=":", linewidth=1)
-        ax.set_xlabel("step (dotted: standard)")
+        ax.axvline(mark[0], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel(f"step (dotted: {mark[1]})")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
@@ -375,4 +381,20 @@ def write_report(folder: Path, root: Path) -> None:
                      "`*`: the batch-64 mean lies outside the seed spread of the 256-batch run "
                      "at 19,200 steps (last column, mean ± half the range).", "",
                      batch_table(batch, extended), ""]
+        batch_long = load_curves(folder, "batch64-long")
+        if batch_long:
+            for generator, corr in sorted({k[1:3] for k in batch_long}):
+                plot(batch_long, generator, corr, root / "docs" / "img"
+                     / f"convergence-batch64-long-{generator}-corr{corr}.png",
+                     what="the batch-64 runs of 38,400 steps",
+                     mark=(BATCH_STEPS, f"{BATCH_STEPS:,}, the batch-64 run"))
+            text += ["### Is batch 64 converged? The same cells at batch 64 for 38,400 steps", "",
+                     "`python studies/convergence.py batch-long`: the batch-64 cells trained "
+                     "twice as long, scored on the way. With the constant learning rate their "
+                     "first 19,200 steps are the batch-64 runs above (the scores at the steps "
+                     "both have are bit-identical). ✓: every headline score's mean over seeds "
+                     "within the seed spread at 38,400 steps.", "",
+                     table(batch_long, scored_steps(batch_long)), "",
+                     "Scores along these runs (mean ± half the seed range):", "",
+                     extended_values(batch_long), ""]
     (root / "docs" / "protocols-table.md").write_text("\n".join(text), encoding="utf-8")

@@ -174,6 +174,34 @@ def test_batch_table_compares_at_equal_images_against_the_reference_spread():
     assert lines[2] == "| vae | g | 0.2 | bce | 56* / 61 | 45.5 / 51 | 45 ± 1 |"
 
 
+def test_report_judges_the_batch64_runs_against_their_38400_step_reference(tmp_path):
+    import json
+
+    from studies import convergence_report as report
+
+    def keep(kind, seed, bce_by_step):  # a finished run folder as the study keeps it
+        run = tmp_path / "runs" / kind / f"vae-g-corr0.2-s{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(
+            {"model": "vae", "generator": "g", "corr": 0.2, "seed": seed}))
+        (run / "curve.json").write_text(json.dumps(
+            [{"step": s, "test.recon.bce": b, "test.active_units": 6.0}
+             for s, b in bce_by_step.items()]))
+
+    for seed in (0, 1):
+        keep("long", seed, {2400: 60 + seed, 4800: 55 + seed})
+        keep("extended", seed, {4800: 55 + seed, 19200: 50 + seed})
+        keep("batch64", seed, {4800: 57 + seed, 19200: 49 + seed})
+    # batch64-long: 19,200's mean (49.5) inside 38,400's spread 49..50, 9,600's (52.5) not
+    keep("batch64-long", 0, {9600: 52, 19200: 49, 38400: 49})
+    keep("batch64-long", 1, {9600: 53, 19200: 50, 38400: 50})
+    report.write_report(tmp_path / "runs", tmp_path)
+    text = (tmp_path / "docs" / "protocols-table.md").read_text(encoding="utf-8")
+    section = text[text.index("### Is batch 64 converged?"):]
+    assert "| vae | g | 0.2 | 2 | ✗ bce | ✓ | ✓ |" in section.splitlines()
+    assert (tmp_path / "docs" / "img" / "convergence-batch64-long-g-corr0.2.png").stat().st_size
+
+
 @pytest.mark.parametrize("argv", [["studies/convergence.py", "batch", "--seeds", "abc"],
                                   ["studies/leaderboards.py", "run", "--corr", "zz"]])
 def test_study_drivers_refuse_bad_values_in_one_line(tmp_path, argv):
