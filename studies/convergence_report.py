@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from studies.convergence import BATCH_STEPS
+from studies.convergence import BATCH_LONG_STEPS, BATCH_STEPS
 
 #: (curve key, short label) of the headline scores; the entanglement of each correlated pair
 #: is added per generator (every ``test_decorrelated.entanglement.<a>-<b>`` key).
@@ -334,11 +334,16 @@ def plot(cells, generator: str, corr: str, path: Path, what: str = "the long run
     plt.close(fig)
 
 
+def plot_cells(cells, prefix: Path, **options) -> None:
+    """``plot`` every generator x σ of ``cells`` to ``<prefix>-<generator>-corr<σ>.png``."""
+    for generator, corr in sorted({k[1:3] for k in cells}):
+        plot(cells, generator, corr, prefix.with_name(f"{prefix.name}-{generator}-corr{corr}.png"),
+             **options)
+
+
 def write_report(folder: Path, root: Path) -> None:
     cells = load_curves(folder)
-    for generator, corr in sorted({k[1:3] for k in cells}):
-        plot(cells, generator, corr,
-             root / "docs" / "img" / f"convergence-{generator}-corr{corr}.png")
+    plot_cells(cells, root / "docs" / "img" / "convergence")
     text = ["<!-- written by `python studies/convergence.py report`; do not edit -->",
             "", "### Which steps are converged", "",
             "✓: every headline score's mean over seeds lies within the seed spread (min..max) "
@@ -361,10 +366,8 @@ def write_report(folder: Path, root: Path) -> None:
             ranking_table(cells), ""]
     extended = load_curves(folder, "extended")
     if extended:
-        for generator, corr in sorted({k[1:3] for k in extended}):
-            plot(extended, generator, corr,
-                 root / "docs" / "img" / f"convergence-extended-{generator}-corr{corr}.png",
-                 what="the 19,200-step runs")
+        plot_cells(extended, root / "docs" / "img" / "convergence-extended",
+                   what="the 19,200-step runs")
         text += ["### Beyond the long protocol: two cells trained for 19,200 steps", "",
                  "`python studies/convergence.py extend`: the same criterion with the 19,200-step "
                  "run as the reference (✓: every headline score's mean over seeds within the "
@@ -383,17 +386,16 @@ def write_report(folder: Path, root: Path) -> None:
                      batch_table(batch, extended), ""]
         batch_long = load_curves(folder, "batch64-long")
         if batch_long:
-            for generator, corr in sorted({k[1:3] for k in batch_long}):
-                plot(batch_long, generator, corr, root / "docs" / "img"
-                     / f"convergence-batch64-long-{generator}-corr{corr}.png",
-                     what="the batch-64 runs of 38,400 steps",
-                     mark=(BATCH_STEPS, f"{BATCH_STEPS:,}, the batch-64 run"))
-            text += ["### Is batch 64 converged? The same cells at batch 64 for 38,400 steps", "",
+            plot_cells(batch_long, root / "docs" / "img" / "convergence-batch64-long",
+                       what=f"the batch-64 runs of {BATCH_LONG_STEPS:,} steps",
+                       mark=(BATCH_STEPS, f"{BATCH_STEPS:,}, the batch-64 run"))
+            text += [f"### Is batch 64 converged? The same cells at batch 64 for "
+                     f"{BATCH_LONG_STEPS:,} steps", "",
                      "`python studies/convergence.py batch-long`: the batch-64 cells trained "
                      "twice as long, scored on the way. With the constant learning rate their "
                      "first 19,200 steps are the batch-64 runs above (the scores at the steps "
                      "both have are bit-identical). ✓: every headline score's mean over seeds "
-                     "within the seed spread at 38,400 steps.", "",
+                     f"within the seed spread at {BATCH_LONG_STEPS:,} steps.", "",
                      table(batch_long, scored_steps(batch_long)), "",
                      "Scores along these runs (mean ± half the seed range):", "",
                      extended_values(batch_long), ""]
