@@ -25,7 +25,8 @@ them under ``studies/convergence/runs/extended/``: how far the long run itself i
 converged. ``batch`` trains the same cells with 64 images per step for 19,200 steps (the long
 run's images in 4x its steps) and keeps them under ``studies/convergence/runs/batch64/``: what the
 batch size buys. ``batch-long`` trains them at batch 64 for twice that (38,400 steps, kept under
-``runs/batch64-long/``), the reference that says whether 64 x 19,200 is converged.
+``runs/batch64-long/``), the reference that says whether 64 x 19,200 is converged; it goes on
+from the extended cells to every cell (``every_cell``).
 
 Cells run in a fixed order: seed 0 of every cell first, then seed 1, then seed 2.
 """
@@ -62,17 +63,32 @@ BATCH_AT = (2400, 4800, 9600, 14400)
 #: (19,200 steps = the ``batch`` run): is batch 64 x 19,200 converged by the criterion?
 BATCH_LONG_STEPS = 2 * BATCH_STEPS
 BATCH_LONG_AT = (*BATCH_AT, BATCH_STEPS, 28800)
-#: subcommand -> (kept folder under runs/, overrides of the long protocol, steps scored, help)
+
+
+def every_cell() -> tuple[tuple[str, str, float], ...]:
+    """Every (model, generator, σ): the EXTENDED cells, then each one's partner at the other σ
+    (what a correlation does to that model), then the rest in the study's order."""
+    partners = tuple((m, g, c) for m, g, e in EXTENDED for c in CORRS if c != e)
+    first = EXTENDED + partners
+    rest = tuple((m, g, c) for g in GENERATORS for c in CORRS for m in MODELS
+                 if (m, g, c) not in first)
+    return first + rest
+
+
+#: subcommand -> (kept folder under runs/, overrides of the long protocol, steps scored, cells,
+#: help)
 LONGER = {
-    "extend": ("extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT,
+    "extend": ("extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT, EXTENDED,
                f"train the EXTENDED cells for {EXTENDED_STEPS} steps"),
     "batch": (f"batch{BATCH}", (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}"),
-              BATCH_AT, f"train the EXTENDED cells at batch {BATCH} for {BATCH_STEPS} steps "
-                        "(the images of `long`)"),
+              BATCH_AT, EXTENDED, f"train the EXTENDED cells at batch {BATCH} for "
+                                  f"{BATCH_STEPS} steps (the images of `long`)"),
     "batch-long": (f"batch{BATCH}-long",
                    (f"train.steps={BATCH_LONG_STEPS}", f"train.batch_size={BATCH}"),
-                   BATCH_LONG_AT, f"train the EXTENDED cells at batch {BATCH} for "
-                                  f"{BATCH_LONG_STEPS} steps (the reference of `batch`)"),
+                   BATCH_LONG_AT, every_cell(),
+                   f"train every cell at batch {BATCH} for {BATCH_LONG_STEPS} steps (the "
+                   f"reference of `batch`; its first {BATCH_STEPS} steps are the batch-{BATCH} "
+                   "run)"),
 }
 
 
@@ -119,15 +135,17 @@ def run(work: Path, commit: bool, only: str | None, board_work: Path | None = No
 
 
 def extend(work: Path, commit: bool, seeds: tuple[int, ...] | None = None, *,
-           command: str = "extend") -> int:
-    """Train and keep the ``EXTENDED`` cells as ``LONGER[command]`` says (every seed of a cell
-    before the next cell)."""
+           command: str = "extend", only: str | None = None) -> int:
+    """Train and keep the cells of ``LONGER[command]`` as it says (every seed of a cell before
+    the next cell; ``only``: the cells whose 'model generator σ' contains this text)."""
     from studies.keep import run_and_keep
     from toybench.rundir import RunSpec
 
-    kind, overrides, score_at, _ = LONGER[command]
+    kind, overrides, score_at, todo, _ = LONGER[command]
     failures = 0
-    for model, generator, corr in EXTENDED:
+    for model, generator, corr in todo:
+        if only and only not in f"{model} {generator} {corr}":
+            continue
         for seed in SEEDS if seeds is None else seeds:
             spec = RunSpec(model, generator, corr, seed, "long", overrides=overrides)
             kept = STUDY / kind / spec.name
@@ -159,6 +177,8 @@ def main() -> int:
         more.add_argument("--work", type=Path, required=True, help="folder for the run folders")
         more.add_argument("--commit", action="store_true", help="git-commit each finished run")
         more.add_argument("--seeds", default=None, help="run only these seeds (0-2)")
+        more.add_argument("--only", default=None, help="run only cells whose 'model generator "
+                                                       "σ' contains this text (σ: inf or 0.2)")
     sub.add_parser("report", help="write docs/protocols.md's tables and docs/img/ curves")
     args = parser.parse_args()
     if args.command in LONGER:
@@ -166,7 +186,7 @@ def main() -> int:
 
         return extend(args.work, args.commit,
                       None if args.seeds is None else parse_seeds(args.seeds),
-                      command=args.command)
+                      command=args.command, only=args.only)
     if args.command == "run":
         if args.threads:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

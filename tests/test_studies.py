@@ -33,6 +33,17 @@ def test_every_study_cell_at_a_leaderboard_sigma_is_a_leaderboard_cell():
             (generator == "toy-causal" or model != "csvae"), (model, generator, corr)
 
 
+def test_batch_long_trains_every_study_cell_once_starting_with_the_extended_ones():
+    todo = convergence.LONGER["batch-long"][3]
+    study = {(m, g, c) for m, g, c, _seed, _protocol in convergence.cells()}
+    assert len(todo) == len(set(todo)) == len(study) == 20 and set(todo) == study
+    n = len(convergence.EXTENDED)
+    assert todo[:n] == convergence.EXTENDED
+    # then the same models and generators at the other σ
+    assert [(m, g) for m, g, _ in todo[n:2 * n]] == [(m, g) for m, g, _ in todo[:n]]
+    assert all(a[2] != b[2] for a, b in zip(todo[:n], todo[n:2 * n], strict=True))
+
+
 TINY = ("train.steps=2", "train.batch_size=16", "train.n_train=64", "train.n_test=100",
         "train.checkpoint_every=2", "eval.factor_vae_train=10", "eval.factor_vae_eval=5",
         "eval.factor_vae_variance=50", "eval.beta_vae_train=10", "eval.beta_vae_eval=5",
