@@ -211,6 +211,11 @@ def test_report_judges_the_batch64_runs_against_their_38400_step_reference(tmp_p
     section = text[text.index("### Is batch 64 converged?"):]
     assert "| vae | g | 0.2 | 2 | ✗ bce | ✓ | ✓ |" in section.splitlines()
     assert (tmp_path / "docs" / "img" / "convergence-batch64-long-g-corr0.2.png").stat().st_size
+    # beside the 256-batch long runs at equal images, up to 19,200 steps only
+    lines = text[text.index("### Does batch 64 reach"):].splitlines()
+    assert lines[4].startswith("| model | generator | σ | score | 9,600 / 2,400 | 19,200 / 4,800 |"
+                               " reference's last step |")
+    assert "| vae | g | 0.2 | bce | 52.5* / 60.5 | 49.5* / 55.5 | 55.5 ± 0.5 |" in lines
 
 
 @pytest.mark.parametrize("argv", [["studies/convergence.py", "batch", "--seeds", "abc"],
