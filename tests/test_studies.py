@@ -42,6 +42,9 @@ def test_batch_long_trains_every_study_cell_once_starting_with_the_extended_ones
     # then the same models and generators at the other σ
     assert [(m, g) for m, g, _ in todo[n:2 * n]] == [(m, g) for m, g, _ in todo[:n]]
     assert all(a[2] != b[2] for a, b in zip(todo[:n], todo[n:2 * n], strict=True))
+    # then dsprites-pairs-32 at σ = inf, the cells short of active units
+    inf = [c for c in study if c[1:] == ("dsprites-pairs-32", math.inf) and c not in todo[:2 * n]]
+    assert set(todo[2 * n:2 * n + len(inf)]) == set(inf) and len(inf) == 4
 
 
 TINY = ("train.steps=2", "train.batch_size=16", "train.n_train=64", "train.n_test=100",
