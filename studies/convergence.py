@@ -37,6 +37,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "studies" / "convergence" / "runs"
@@ -77,15 +78,23 @@ def every_cell() -> tuple[tuple[str, str, float], ...]:
     return first + tuple(rest)
 
 
-#: subcommand -> (kept folder under runs/, overrides of the long protocol, steps scored, cells,
-#: help)
+class Longer(NamedTuple):
+    """A subcommand that trains cells beyond the ``long`` protocol."""
+
+    kind: str  # the kept folder under runs/
+    overrides: tuple[str, ...]  # of the long protocol
+    score_at: tuple[int, ...]  # steps scored before the last one
+    cells: tuple[tuple[str, str, float], ...]  # (model, generator, σ), in this order
+    help: str
+
+
 LONGER = {
-    "extend": ("extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT, EXTENDED,
+    "extend": Longer("extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT, EXTENDED,
                f"train the EXTENDED cells for {EXTENDED_STEPS} steps"),
-    "batch": (f"batch{BATCH}", (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}"),
+    "batch": Longer(f"batch{BATCH}", (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}"),
               BATCH_AT, EXTENDED, f"train the EXTENDED cells at batch {BATCH} for "
                                   f"{BATCH_STEPS} steps (the images of `long`)"),
-    "batch-long": (f"batch{BATCH}-long",
+    "batch-long": Longer(f"batch{BATCH}-long",
                    (f"train.steps={BATCH_LONG_STEPS}", f"train.batch_size={BATCH}"),
                    BATCH_LONG_AT, every_cell(),
                    f"train every cell at batch {BATCH} for {BATCH_LONG_STEPS} steps (the "
@@ -174,8 +183,8 @@ def main() -> int:
                          "standard run (studies/leaderboards.py), run folders here")
     go.add_argument("--only", default=None, help="run only cells whose 'model generator' "
                                                  "contains this text")
-    for command, (*_, text) in LONGER.items():
-        more = sub.add_parser(command, help=text)
+    for command, longer in LONGER.items():
+        more = sub.add_parser(command, help=longer.help)
         more.add_argument("--work", type=Path, required=True, help="folder for the run folders")
         more.add_argument("--commit", action="store_true", help="git-commit each finished run")
         more.add_argument("--seeds", default=None, help="run only these seeds (0-2)")

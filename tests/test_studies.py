@@ -34,7 +34,7 @@ def test_every_study_cell_at_a_leaderboard_sigma_is_a_leaderboard_cell():
 
 
 def test_batch_long_trains_every_study_cell_once_starting_with_the_extended_ones():
-    todo = convergence.LONGER["batch-long"][3]
+    todo = convergence.LONGER["batch-long"].cells
     study = {(m, g, c) for m, g, c, _seed, _protocol in convergence.cells()}
     assert len(todo) == len(set(todo)) == len(study) == 20 and set(todo) == study
     n = len(convergence.EXTENDED)
