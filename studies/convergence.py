@@ -89,17 +89,19 @@ class Longer(NamedTuple):
 
 
 LONGER = {
-    "extend": Longer("extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT, EXTENDED,
-               f"train the EXTENDED cells for {EXTENDED_STEPS} steps"),
-    "batch": Longer(f"batch{BATCH}", (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}"),
-              BATCH_AT, EXTENDED, f"train the EXTENDED cells at batch {BATCH} for "
-                                  f"{BATCH_STEPS} steps (the images of `long`)"),
-    "batch-long": Longer(f"batch{BATCH}-long",
-                   (f"train.steps={BATCH_LONG_STEPS}", f"train.batch_size={BATCH}"),
-                   BATCH_LONG_AT, every_cell(),
-                   f"train every cell at batch {BATCH} for {BATCH_LONG_STEPS} steps (the "
-                   f"reference of `batch`; its first {BATCH_STEPS} steps are the batch-{BATCH} "
-                   "run)"),
+    "extend": Longer(
+        "extended", (f"train.steps={EXTENDED_STEPS}",), EXTENDED_AT, EXTENDED,
+        f"train the EXTENDED cells for {EXTENDED_STEPS} steps"),
+    "batch": Longer(
+        f"batch{BATCH}", (f"train.steps={BATCH_STEPS}", f"train.batch_size={BATCH}"),
+        BATCH_AT, EXTENDED,
+        f"train the EXTENDED cells at batch {BATCH} for {BATCH_STEPS} steps (the images of "
+        "`long`)"),
+    "batch-long": Longer(
+        f"batch{BATCH}-long", (f"train.steps={BATCH_LONG_STEPS}", f"train.batch_size={BATCH}"),
+        BATCH_LONG_AT, every_cell(),
+        f"train every cell at batch {BATCH} for {BATCH_LONG_STEPS} steps (the reference of "
+        f"`batch`; its first {BATCH_STEPS} steps are the batch-{BATCH} run)"),
 }
 
 
@@ -152,21 +154,34 @@ def extend(work: Path, commit: bool, seeds: tuple[int, ...] | None = None, *,
     from studies.keep import run_and_keep
     from toybench.rundir import RunSpec
 
-    kind, overrides, score_at, todo, _ = LONGER[command]
+    longer = LONGER[command]
     failures = 0
-    for model, generator, corr in todo:
+    for model, generator, corr in longer.cells:
         if only and only not in f"{model} {generator} {corr}":
             continue
         for seed in SEEDS if seeds is None else seeds:
-            spec = RunSpec(model, generator, corr, seed, "long", overrides=overrides)
-            kept = STUDY / kind / spec.name
+            spec = RunSpec(model, generator, corr, seed, "long", overrides=longer.overrides)
+            kept = STUDY / longer.kind / spec.name
             if (kept / "metrics.json").is_file():
                 continue
             if not run_and_keep(spec, work, kept, KEEP, commit=commit,
-                                message=f"convergence study, {kind}: {spec.name}",
-                                score_at=score_at):
+                                message=f"convergence study, {longer.kind}: {spec.name}",
+                                score_at=longer.score_at):
                 failures += 1
     return 1 if failures else 0
+
+
+def study_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds`` of a subcommand: `toybench.sweep.parse_seeds`, and only the study's seeds."""
+    from toybench.errors import ToybenchError
+    from toybench.sweep import parse_seeds
+
+    seeds = parse_seeds(text)
+    outside = [s for s in seeds if s not in SEEDS]
+    if outside:
+        raise ToybenchError(f"--seeds: the study's seeds are {SEEDS[0]}-{SEEDS[-1]}, not "
+                            + ", ".join(map(str, outside)))
+    return seeds
 
 
 def main() -> int:
@@ -192,12 +207,9 @@ def main() -> int:
                                                        "σ' contains this text (σ: inf or 0.2)")
     sub.add_parser("report", help="write docs/protocols.md's tables and docs/img/ curves")
     args = parser.parse_args()
+    seeds = None if getattr(args, "seeds", None) is None else study_seeds(args.seeds)
     if args.command in LONGER:
-        from toybench.sweep import parse_seeds
-
-        return extend(args.work, args.commit,
-                      None if args.seeds is None else parse_seeds(args.seeds),
-                      command=args.command, only=args.only)
+        return extend(args.work, args.commit, seeds, command=args.command, only=args.only)
     if args.command == "run":
         if args.threads:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -205,10 +217,9 @@ def main() -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        from toybench.sweep import parse_corrs, parse_seeds
+        from toybench.sweep import parse_corrs
 
         corrs = None if args.corr is None else parse_corrs(args.corr)
-        seeds = None if args.seeds is None else parse_seeds(args.seeds)
         return run(args.work, args.commit, args.only, args.board_work, corrs, seeds)
     from studies.convergence_report import write_report  # noqa: PLC0415 - only for reports
 

@@ -232,3 +232,14 @@ def test_study_drivers_refuse_bad_values_in_one_line(tmp_path, argv):
     assert done.returncode == 2
     assert done.stderr.startswith("error: --") and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr and not work.exists()
+
+
+def test_a_seed_outside_the_study_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from studies.keep import cli
+
+    for argv in (["batch", "--seeds", "7"], ["run", "--seeds", "1,5"]):
+        monkeypatch.setattr(sys, "argv", ["convergence.py", *argv, "--work", str(tmp_path / "w")])
+        assert cli(convergence.main) == 2
+        assert capsys.readouterr().err.startswith("error: --seeds: the study's seeds are 0-2")
+    assert convergence.study_seeds("0-2") == (0, 1, 2)
+    assert not (tmp_path / "w").exists()
