@@ -53,6 +53,9 @@ TINY = ("train.steps=2", "train.batch_size=16", "train.n_train=64", "train.n_tes
         "eval.consistency_pairs=10", "eval.batch_size=8", *FP32)
 
 
+# The failed run's model is NaN: its TensorBoard images are skipped, not cast to black with a
+# RuntimeWarning (they were, until 2026-12-07).
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_run_and_keep_keeps_the_small_files_of_a_done_run_and_nothing_of_a_failed_one(
         tmp_path, capsys):
     from studies.keep import run_and_keep

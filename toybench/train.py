@@ -1040,6 +1040,13 @@ def _histogram(writer, tag: str, values: torch.Tensor, step: int) -> None:
         writer.add_histogram(tag, values, step)
 
 
+def _image(writer, tag: str, grid: torch.Tensor, step: int) -> None:
+    """``add_image`` of a finite grid only: a model whose weights blew up decodes NaN, which
+    TensorBoard would cast to uint8 with a RuntimeWarning and show as a black picture."""
+    if bool(torch.isfinite(grid).all()):
+        writer.add_image(tag, grid, step)
+
+
 @torch.no_grad()
 def _log_distributions(writer, model, x: torch.Tensor, step: int) -> None:
     """Histograms of μ and σ of every latent layer (including the last) and image grids."""
@@ -1052,8 +1059,8 @@ def _log_distributions(writer, model, x: torch.Tensor, step: int) -> None:
     _histogram(writer, "codes/all", codes, step)
     from toybench.plots import reconstruction_tensor, traversal_tensor
 
-    writer.add_image("reconstructions", reconstruction_tensor(model, x[:16]), step)
-    writer.add_image("traversals", traversal_tensor(model, x[:1], codes), step)
+    _image(writer, "reconstructions", reconstruction_tensor(model, x[:16]), step)
+    _image(writer, "traversals", traversal_tensor(model, x[:1], codes), step)
 
 
 def score_tag(key: str) -> str:
